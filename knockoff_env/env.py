@@ -1,0 +1,278 @@
+"""KnockoffEnv: the Knockoff Nets attack as a Gymnasium environment."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.utils.data import Subset
+
+from .knockoff import OnlineKnockoff, build_model, predict, train_offline
+from .query_set import QuerySet, as_images_and_labels
+from .rewards import COMPONENTS, RewardFunction, parse_reward
+from .transfer_set import TransferSet
+from .victim import BlackBox, resolve_device
+
+ACTION_MODES = ("hierarchical", "flat")
+
+
+class KnockoffEnv(gym.Env):
+    """Steal a black-box classifier by choosing which labels of a query set to query.
+
+    ## Description
+    Each step the agent picks a label of the adversary's query set P_A (through its coarse
+    node). The env draws ``queries_per_step`` unqueried images of that label, queries the
+    victim F_V once for the batch, scores the answers (certainty, diversity, and the
+    knockoff's loss *before* it learns them), takes one online SGD step of the knockoff F_A
+    on the victim's soft labels and appends the pairs to the transfer set. Images are drawn
+    without replacement: no image is queried twice in an episode.
+
+    ## Action Space
+    ``action_mode="hierarchical"`` (default): ``MultiDiscrete([num_coarse, max_labels])``,
+    an action ``(c, j)`` is label ``j`` of coarse node ``c``. ``action_mode="flat"``:
+    ``Discrete(num_labels)`` over labels in the hierarchy's order. An action outside the
+    space raises ``ValueError``. An action naming an exhausted label, or a slot ``j`` that
+    coarse node ``c`` does not have, is resolved to a uniformly drawn label with images left
+    in the same coarse node (else anywhere in P_A); ``info["resolved"]`` is then True and
+    ``info["label"]`` names the label actually queried. Masks: ``info["action_mask"]``
+    (int8, one entry per label in flat order, 0 = exhausted) and :meth:`action_masks` for
+    sb3-contrib's MaskablePPO.
+
+    ## Observation Space
+    ``Box(0, 1, (1 + num_coarse + num_labels + 3 + K,), float32)``: fraction of the budget
+    spent; fraction of images left per coarse node; fraction left per label; the last
+    step's normalised certainty, diversity and loss; the mean victim output ȳ over the
+    diversity window.
+
+    ## Rewards
+    ``reward="all"`` (paper): the mean of the three components, each min-max normalised to
+    [0, 1] over the episode so far. One component name gives that component raw; a list or
+    ``{name: weight}`` gives the weighted mean of the normalised ones. ``info["rewards"]``
+    holds every component raw and normalised.
+
+    ## Termination
+    When the budget is spent (the last step queries only what is left of it, so the budget
+    is never exceeded) or every pool is empty. There is no truncation.
+
+    ## Arguments
+    victim: ``nn.Module`` returning logits, a callable returning probabilities, or a
+        :class:`BlackBox`. query_set: ``(images, labels)`` or a Dataset of (image, label).
+    hierarchy: ``{coarse name: [label ids]}`` (default: one node with every label).
+    eval_set: the victim's test set, for :meth:`evaluate`. knockoff: ``nn.Module`` or a
+        zero-argument factory (rebuilt, under the reset seed, on each seeded reset).
+    budget: B, total queries (default: the whole query set). queries_per_step: 4 (paper).
+    reward: see Rewards. diversity_window: Δ = 25 (paper). knockoff_lr: 0.0005 and
+    knockoff_momentum: 0.5 (paper, online phase). output / top_k / decimals: the victim's
+    output mode (paper default full probabilities). device: ``"auto"`` = CUDA if present.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        victim: nn.Module | Callable | BlackBox,
+        query_set: Any,
+        knockoff: nn.Module | Callable[[], nn.Module],
+        *,
+        hierarchy: Mapping[str, list[int]] | None = None,
+        eval_set: Any = None,
+        budget: int | None = None,
+        queries_per_step: int = 4,
+        reward: Any = "all",
+        diversity_window: int = 25,
+        action_mode: str = "hierarchical",
+        output: str = "probs",
+        top_k: int = 1,
+        decimals: int = 2,
+        num_classes: int | None = None,
+        knockoff_lr: float = 5e-4,
+        knockoff_momentum: float = 0.5,
+        label_names: Mapping[int, str] | None = None,
+        device: str | torch.device = "auto",
+        render_mode: str | None = None,
+    ):
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode={action_mode!r}; choose one of {ACTION_MODES}")
+        if isinstance(queries_per_step, bool) or int(queries_per_step) != queries_per_step or queries_per_step < 1:
+            raise ValueError(f"queries_per_step={queries_per_step!r} must be a positive integer (paper: 4)")
+        self.device = resolve_device(device)
+        images, labels = as_images_and_labels(query_set, "query_set")
+        self.query_set = QuerySet(images, labels, hierarchy, label_names)
+        if budget is None:
+            budget = len(self.query_set)
+        if isinstance(budget, bool) or int(budget) != budget or budget < 1:
+            raise ValueError(f"budget={budget!r} must be a positive integer number of queries")
+        if budget > len(self.query_set):
+            raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
+                             "each image is queried at most once, so lower the budget or enlarge P_A")
+        self.victim = victim if isinstance(victim, BlackBox) else BlackBox(
+            victim, num_classes=num_classes, output=output, top_k=top_k, decimals=decimals, device=self.device)
+        self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
+        self.budget, self.queries_per_step = int(budget), int(queries_per_step)
+        self.action_mode = action_mode
+        self.reward_weights = parse_reward(reward)
+        self._knockoff_source = knockoff
+        self.knockoff = OnlineKnockoff(build_model(knockoff), self.device, knockoff_lr, knockoff_momentum)
+
+        if self.victim.num_classes is None:  # one probe query, not counted against the budget
+            self.victim(self.query_set.fetch(np.zeros(1, np.int64)))
+            self.victim.queries = 0
+        self.num_classes = int(self.victim.num_classes)
+        self.rewards = RewardFunction(self.reward_weights, self.num_classes, diversity_window, self.device)
+        self.transfer_set = TransferSet(self.budget, self.num_classes)
+
+        qs = self.query_set
+        if action_mode == "hierarchical":
+            self.action_space = spaces.MultiDiscrete([qs.num_coarse, int(qs.coarse_sizes.max())])
+        else:
+            self.action_space = spaces.Discrete(qs.num_labels)
+        size = 1 + qs.num_coarse + qs.num_labels + len(COMPONENTS) + self.num_classes
+        self.observation_space = spaces.Box(0.0, 1.0, (size,), np.float32)
+        self._label_totals = np.maximum(qs.pool_sizes, 1)
+        self._coarse_totals = np.maximum(qs.coarse_remaining(qs.pool_sizes), 1)
+        self._last_normalised = np.zeros(len(COMPONENTS), np.float32)
+        self._victim_pred: np.ndarray | None = None
+        self.spent = 0
+        self._needs_reset = True
+
+    # --- Gymnasium API ---------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            torch.manual_seed(seed)
+            if not isinstance(self._knockoff_source, nn.Module):
+                self.knockoff = OnlineKnockoff(build_model(self._knockoff_source), self.device,
+                                               self.knockoff.lr, self.knockoff.momentum)
+        self.knockoff.reset()
+        self.query_set.reset(self.np_random)
+        self.rewards.reset()
+        self.transfer_set.clear()
+        self._last_normalised[:] = 0
+        self.spent = 0
+        self._needs_reset = False
+        remaining = self.query_set.remaining()
+        return self._observation(remaining), self._info(remaining)
+
+    def step(self, action):
+        if self._needs_reset:
+            raise RuntimeError("the episode is over (or never started); call reset() before step()")
+        position, resolved = self._resolve(action)
+        n = min(self.queries_per_step, self.budget - self.spent)
+        index = self.query_set.draw(position, n)
+        images = self.query_set.fetch(index)
+        answers = self.victim(images)
+        loss = self.knockoff.step(images, answers)  # scored before the update, then learned
+        reward, parts = self.rewards(answers, loss)
+        self.transfer_set.append(index, answers.cpu().numpy())
+        self.spent += len(index)
+        self._last_normalised[:] = [parts[f"{c}_normalised"] for c in COMPONENTS]
+
+        remaining = self.query_set.remaining()
+        terminated = self.spent >= self.budget or not remaining.any()
+        self._needs_reset = terminated
+        info = self._info(remaining)
+        info.update(rewards=parts, resolved=resolved, label_position=position,
+                    label=int(self.query_set.label_ids[position]),
+                    coarse_index=int(self.query_set.coarse_of_label[position]),
+                    queries_this_step=len(index))
+        info["coarse"] = self.query_set.coarse_names[info["coarse_index"]]
+        return self._observation(remaining), reward, terminated, False, info
+
+    # --- actions and masks -----------------------------------------------------------
+    def _resolve(self, action) -> tuple[int, bool]:
+        """Flat label position for ``action``; exhausted or missing labels are redrawn."""
+        a = np.asarray(action)
+        shape = self.action_space.shape
+        if a.dtype.kind not in "iu" or a.size != max(1, int(np.prod(shape))) \
+                or not self.action_space.contains(a.reshape(shape) if shape else int(a.item())):
+            raise ValueError(f"action {action!r} is outside the action space {self.action_space}; "
+                             "give integer coarse/label indices within its bounds")
+        qs = self.query_set
+        remaining = qs.remaining()
+        if self.action_mode == "flat":
+            position = int(a.item())
+            coarse = int(qs.coarse_of_label[position])
+        else:
+            coarse, slot = (int(v) for v in a.reshape(-1))
+            position = qs.position(coarse, slot)
+        if position >= 0 and remaining[position] > 0:
+            return position, False
+        start, stop = qs.coarse_offsets[coarse], qs.coarse_offsets[coarse] + qs.coarse_sizes[coarse]
+        candidates = start + np.flatnonzero(remaining[start:stop])
+        if candidates.size == 0:
+            candidates = np.flatnonzero(remaining)
+        return int(self.np_random.choice(candidates)), True
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions for MaskablePPO: per label (flat) or per coarse node then per slot."""
+        label_ok = self.query_set.remaining() > 0
+        if self.action_mode == "flat":
+            return label_ok
+        qs = self.query_set
+        coarse_ok = np.add.reduceat(label_ok, qs.coarse_offsets) > 0
+        slots = np.zeros(int(qs.coarse_sizes.max()), bool)
+        slot_of_label = np.arange(qs.num_labels) - qs.coarse_offsets[qs.coarse_of_label]
+        slots[slot_of_label[label_ok]] = True
+        return np.concatenate([coarse_ok, slots])
+
+    # --- observation and info --------------------------------------------------------
+    def _observation(self, remaining: np.ndarray) -> np.ndarray:
+        qs = self.query_set
+        return np.concatenate([
+            [self.spent / self.budget],
+            qs.coarse_remaining(remaining) / self._coarse_totals,
+            remaining / self._label_totals,
+            self._last_normalised,
+            self.rewards.buffer[:max(self.rewards.filled, 1)].mean(0).cpu().numpy(),
+        ]).astype(np.float32)
+
+    def _info(self, remaining: np.ndarray) -> dict[str, Any]:
+        return {"queries": self.spent, "budget": self.budget,
+                "transfer_set_size": len(self.transfer_set),
+                "action_mask": (remaining > 0).astype(np.int8)}
+
+    # --- evaluation and the offline phase --------------------------------------------
+    def transfer_images(self) -> torch.Tensor | Subset:
+        """The queried images, in query order (a tensor, or a Subset of the query dataset)."""
+        indices, _ = self.transfer_set.view()
+        if isinstance(self.query_set.images, torch.Tensor):
+            return self.query_set.fetch(indices)
+        return Subset(self.query_set.images, indices.tolist())
+
+    def retrain(self, epochs: int = 100, **kwargs) -> nn.Module:
+        """Phase (b): a fresh knockoff trained from scratch on the transfer set (paper schedule)."""
+        if len(self.transfer_set) == 0:
+            raise RuntimeError("the transfer set is empty; play an episode before retraining")
+        model = build_model(self._knockoff_source)
+        if isinstance(self._knockoff_source, nn.Module):
+            model.load_state_dict(self.knockoff.initial_state)
+        _, outputs = self.transfer_set.view()
+        return train_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()),
+                             device=self.device, epochs=epochs, **kwargs)
+
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+        """Top-1 accuracy of the knockoff (or ``model``) and the victim on the eval set,
+        their ratio (the paper's "×victim") and the knockoff's agreement with the victim."""
+        if self.eval_set is None:
+            raise RuntimeError("no eval_set was given; pass eval_set=(images, labels) or a Dataset")
+        data, labels = self.eval_set
+        eval_data = (data, torch.from_numpy(labels)) if isinstance(data, torch.Tensor) else data
+        victim_pred = self._victim_predictions(eval_data)
+        knockoff_pred = predict(model or self.knockoff.model, eval_data, self.device)
+        victim_accuracy = float((victim_pred == labels).mean())
+        knockoff_accuracy = float((knockoff_pred == labels).mean())
+        return {"knockoff_accuracy": knockoff_accuracy, "victim_accuracy": victim_accuracy,
+                "times_victim": knockoff_accuracy / victim_accuracy if victim_accuracy > 0 else float("nan"),
+                "agreement": float((knockoff_pred == victim_pred).mean())}
+
+    def _victim_predictions(self, eval_data) -> np.ndarray:
+        """The victim's labels on the eval set; evaluation is not an attack query, so not counted."""
+        if self._victim_pred is None:
+            self._victim_pred = predict(self.victim.victim, eval_data, self.device)
+        return self._victim_pred

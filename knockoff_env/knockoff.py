@@ -1,0 +1,109 @@
+"""The knockoff F_A: one online SGD step per env step, offline retraining, and evaluation.
+
+Online (paper phase a): SGD, momentum 0.5, lr 0.0005, on the step's images with the
+victim's soft labels. Offline (phase b): from scratch on the whole transfer set, SGD
+momentum 0.5, lr 0.01 decayed ×0.1 every 60 epochs, 100 epochs.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from .rewards import soft_cross_entropy
+
+
+def build_model(knockoff: nn.Module | Callable[[], nn.Module]) -> nn.Module:
+    """A fresh module from a zero-argument factory, or the module itself."""
+    model = knockoff if isinstance(knockoff, nn.Module) else knockoff()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"knockoff must be an nn.Module or a factory returning one, got {type(model).__name__}")
+    return model
+
+
+class OnlineKnockoff:
+    """F_A trained online: each step scores the batch with the current weights, then learns it."""
+
+    def __init__(self, model: nn.Module, device: torch.device, lr: float = 5e-4, momentum: float = 0.5):
+        for name, value in (("knockoff_lr", lr), ("knockoff_momentum", momentum)):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name}={value!r} must be a finite number ≥ 0")
+        self.device, self.lr, self.momentum = device, lr, momentum
+        self.model = model.to(device)
+        self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+
+    def reset(self) -> None:
+        """Back to the initial weights with a fresh optimiser."""
+        self.model.load_state_dict(self.initial_state)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum)
+
+    def step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One SGD step on soft labels; returns the per-image loss of the weights *before* it."""
+        self.model.train()
+        logits = self.model(images.to(self.device, non_blocking=True))
+        loss = soft_cross_entropy(logits, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.mean().backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+def _loader(data: Any, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    if isinstance(data, (tuple, list)):
+        data = TensorDataset(*[torch.as_tensor(np.asarray(d)) if not isinstance(d, torch.Tensor) else d
+                               for d in data])
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module | Callable, data: tuple | Dataset, device: torch.device,
+            batch_size: int = 256) -> np.ndarray:
+    """Top-1 predictions of ``model`` over ``(images, labels)`` or a Dataset."""
+    was_training = getattr(model, "training", False)
+    if isinstance(model, nn.Module):
+        model.eval()
+    out = [model(x.to(device)).argmax(1).cpu() for x, *_ in _loader(data, batch_size)]
+    if isinstance(model, nn.Module):
+        model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def train_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: torch.Tensor, *,
+                  device: torch.device, epochs: int = 100, lr: float = 0.01, momentum: float = 0.5,
+                  step_size: int = 60, gamma: float = 0.1, batch_size: int = 64, seed: int = 0,
+                  progress: bool = False) -> nn.Module:
+    """Phase (b): train ``model`` on the transfer set (images, victim outputs) with the paper's schedule."""
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} must be a positive integer")
+    model = model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+    data = (images, targets) if isinstance(images, torch.Tensor) else _PairedTargets(images, targets)
+    loader = _loader(data, batch_size, shuffle=True, seed=seed)
+    for _ in tqdm(range(int(epochs)), desc="retrain", disable=not progress, leave=False):
+        for x, y in loader:
+            loss = soft_cross_entropy(model(x.to(device)), y.to(device)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    return model.eval()
+
+
+class _PairedTargets(Dataset):
+    """A dataset's images paired with the victim's answers instead of its own labels."""
+
+    def __init__(self, images: Dataset, targets: torch.Tensor):
+        self.images, self.targets = images, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        return self.images[i][0], self.targets[i]

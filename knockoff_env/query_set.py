@@ -1,0 +1,161 @@
+"""The adversary's query set P_A: images with labels Z, a hierarchy over Z, and pools drawn without replacement.
+
+All images are kept in one index array grouped by label (in the hierarchy's order), each
+group shuffled at ``reset``. Drawing from a label advances that label's pointer, so a draw
+costs O(images drawn) whatever the size of the query set, and no image is drawn twice
+until the next ``reset``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+Hierarchy = Mapping[str, Sequence[int]]
+
+
+def dataset_labels(dataset: Any) -> np.ndarray:
+    """Integer labels of a map-style dataset, read from ``targets``/``samples`` when it has them."""
+    for attr in ("targets", "labels"):
+        if hasattr(dataset, attr):
+            return np.asarray(getattr(dataset, attr), dtype=np.int64)
+    if hasattr(dataset, "samples"):
+        return np.asarray([label for _, label in dataset.samples], dtype=np.int64)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+
+
+def as_images_and_labels(data: Any, what: str) -> tuple[torch.Tensor | Dataset, np.ndarray]:
+    """Accept ``(images tensor, labels)`` or a map-style Dataset of ``(image, label)``."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = data
+        images = torch.as_tensor(images)
+        labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64).reshape(-1)
+        if images.ndim < 2 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{what}: images ({tuple(images.shape)}) and labels ({labels.shape[0]}) "
+                             "must have one label per image")
+        if not images.is_floating_point():
+            raise ValueError(f"{what}: images must be a float tensor (got {images.dtype}); "
+                             "scale them to floats the models expect")
+        return images, labels
+    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        return data, dataset_labels(data)
+    raise TypeError(f"{what} must be (images tensor, labels) or a Dataset of (image, label), "
+                    f"got {type(data).__name__}")
+
+
+def fetch_images(images: torch.Tensor | Dataset, index: np.ndarray) -> torch.Tensor:
+    """The images at ``index`` as one batch tensor."""
+    if isinstance(images, torch.Tensor):
+        return images[torch.from_numpy(index)]
+    return torch.stack([torch.as_tensor(images[int(i)][0]) for i in index])
+
+
+class QuerySet:
+    """P_A with its hierarchy root → coarse nodes → labels and per-label pools.
+
+    Args:
+        images: an (N, ...) float tensor, or a map-style Dataset of ``(image, label)``.
+        labels: the N integer labels (taken from the dataset when ``images`` is one).
+        hierarchy: ``{coarse name: [label ids]}``; each label in exactly one node. Omitted:
+            a single coarse node ``"all"`` holding every label. A label listed here that has
+            no image is a valid but always-exhausted action.
+        label_names: optional ``{label id: name}`` for logs.
+    """
+
+    def __init__(self, images, labels: np.ndarray, hierarchy: Hierarchy | None = None,
+                 label_names: Mapping[int, str] | None = None):
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) == 0:
+            raise ValueError("the query set is empty; it needs at least one image")
+        if hierarchy is None:
+            hierarchy = {"all": sorted(np.unique(labels).tolist())}
+        self.coarse_names, self.label_ids = self._check_hierarchy(hierarchy, labels)
+        sizes = [len(hierarchy[name]) for name in self.coarse_names]
+        self.coarse_sizes = np.asarray(sizes, dtype=np.int64)
+        self.coarse_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.coarse_of_label = np.repeat(np.arange(len(sizes)), sizes)
+        self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
+        self.images = images
+
+        # position of every image's label in the hierarchy's flat order
+        sorter = np.argsort(self.label_ids)
+        self.positions = sorter[np.searchsorted(self.label_ids, labels, sorter=sorter)]
+        self.pool_sizes = np.bincount(self.positions, minlength=len(self.label_ids)).astype(np.int64)
+        self.pool_starts = np.concatenate([[0], np.cumsum(self.pool_sizes)[:-1]]).astype(np.int64)
+        self.pool_ends = self.pool_starts + self.pool_sizes
+        self.order = np.argsort(self.positions, kind="stable")
+        self.cursor = self.pool_starts.copy()
+
+    @staticmethod
+    def _check_hierarchy(hierarchy: Hierarchy, labels: np.ndarray) -> tuple[list[str], np.ndarray]:
+        if not isinstance(hierarchy, Mapping) or len(hierarchy) == 0:
+            raise ValueError("hierarchy must be a non-empty mapping {coarse name: [label ids]}")
+        seen: dict[int, str] = {}
+        for name, members in hierarchy.items():
+            if isinstance(members, (str, bytes)) or not hasattr(members, "__iter__"):
+                raise ValueError(f"hierarchy[{name!r}] must be a list of label ids, got {members!r}")
+            members = list(members)
+            if not members:
+                raise ValueError(f"coarse node {name!r} has no labels; drop it or give it at least one")
+            for z in members:
+                if isinstance(z, bool) or int(z) != z:
+                    raise ValueError(f"coarse node {name!r}: label {z!r} is not an integer id")
+                z = int(z)
+                if z in seen:
+                    raise ValueError(f"label {z} is in both coarse nodes {seen[z]!r} and {name!r}; "
+                                     "each label belongs to exactly one coarse node")
+                seen[z] = name
+        missing = np.setdiff1d(np.unique(labels), np.fromiter(seen, np.int64))
+        if missing.size:
+            raise ValueError(f"query-set labels {missing[:10].tolist()}{'…' if missing.size > 10 else ''} "
+                             "are in no coarse node of the hierarchy; add them to one")
+        names = [str(n) for n in hierarchy]
+        flat = np.asarray([int(z) for n in hierarchy for z in hierarchy[n]], dtype=np.int64)
+        return names, flat
+
+    # --- sizes -----------------------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_ids)
+
+    @property
+    def num_coarse(self) -> int:
+        return len(self.coarse_names)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    # --- pools -----------------------------------------------------------------------
+    def reset(self, rng: np.random.Generator) -> None:
+        """Refill every pool and shuffle it: images are drawn in a fresh random order."""
+        self.order = np.lexsort((rng.random(len(self.positions)), self.positions))
+        self.cursor = self.pool_starts.copy()
+
+    def remaining(self) -> np.ndarray:
+        """Images left in each label's pool, in the hierarchy's flat order."""
+        return self.pool_ends - self.cursor
+
+    def coarse_remaining(self, remaining: np.ndarray | None = None) -> np.ndarray:
+        rem = self.remaining() if remaining is None else remaining
+        return np.add.reduceat(rem, self.coarse_offsets)
+
+    def draw(self, position: int, n: int) -> np.ndarray:
+        """Take up to ``n`` unqueried images of the label at ``position``; returns their indices."""
+        start = self.cursor[position]
+        stop = min(start + n, self.pool_ends[position])
+        self.cursor[position] = stop
+        return self.order[start:stop]
+
+    def fetch(self, index: np.ndarray) -> torch.Tensor:
+        return fetch_images(self.images, index)
+
+    def position(self, coarse: int, slot: int) -> int:
+        """Flat position of label ``slot`` of coarse node ``coarse``; -1 when the slot does not exist."""
+        return int(self.coarse_offsets[coarse] + slot) if slot < self.coarse_sizes[coarse] else -1
+
+    def label_name(self, position: int) -> str:
+        z = int(self.label_ids[position])
+        return self.label_names.get(z, str(z))

@@ -1,0 +1,124 @@
+"""The paper's rewards: certainty, diversity (over a window of Δ queries) and the knockoff's loss.
+
+Each is computed per image and averaged over the step's images. ``reward="all"`` (or any
+weighted subset) first puts every component on [0, 1] with a running min-max normaliser,
+then takes their weighted mean; a single component is returned raw, as in the paper's
+ablation. All three components, raw and normalised, are always reported.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+COMPONENTS = ("certainty", "diversity", "loss")
+EPS = 1e-12
+
+
+def certainty(y: torch.Tensor) -> torch.Tensor:
+    """R_cert per image: margin y_(1) − y_(2) between the two largest probabilities."""
+    top2 = y.topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+def diversity(y: torch.Tensor, window_mean: torch.Tensor) -> torch.Tensor:
+    """R_div per image: Σ_k max(0, y_k − ȳ_k), ȳ the mean victim output over the window."""
+    return (y - window_mean).clamp_min(0).sum(1)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image cross-entropy −Σ_k y_k log softmax(logits)_k, stable for any logits."""
+    return -(target * F.log_softmax(logits.float(), dim=1).clamp_min(np.log(EPS))).sum(1)
+
+
+def parse_reward(reward: str | Sequence[str] | Mapping[str, float]) -> dict[str, float]:
+    """``"all"``, one component name, a list of names, or ``{name: weight}`` → weights."""
+    if isinstance(reward, str):
+        weights = dict.fromkeys(COMPONENTS, 1.0) if reward == "all" else {reward: 1.0}
+    elif isinstance(reward, Mapping):
+        weights = {str(k): v for k, v in reward.items()}
+    elif isinstance(reward, Sequence):
+        weights = dict.fromkeys(map(str, reward), 1.0)
+    else:
+        raise TypeError(f"reward must be 'all', a component name, a list or a dict, got {reward!r}")
+    unknown = sorted(set(weights) - set(COMPONENTS))
+    if unknown:
+        raise ValueError(f"unknown reward component(s) {unknown}; choose from 'all' or {COMPONENTS}")
+    for name, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
+            raise ValueError(f"reward weight for {name!r} must be a finite number ≥ 0, got {w!r}")
+    weights = {k: float(w) for k, w in weights.items() if w > 0}
+    if not weights:
+        raise ValueError("reward needs at least one component with a positive weight")
+    return weights
+
+
+class RewardFunction:
+    """Computes the step reward from the victim's answers and the knockoff's loss.
+
+    Args:
+        weights: component → weight (see :func:`parse_reward`).
+        num_classes: K, the width of the victim's answers.
+        window: Δ, the number of most recent queries (images, the current step's included)
+            whose mean output ȳ the diversity reward compares against (paper: 25).
+        device: where the window lives (the victim's device).
+    """
+
+    def __init__(self, weights: Mapping[str, float], num_classes: int, window: int = 25,
+                 device: torch.device | str = "cpu"):
+        if int(window) != window or window < 1:
+            raise ValueError(f"diversity window Δ={window!r} must be a positive integer")
+        if num_classes < 2:
+            raise ValueError(f"the victim needs at least 2 classes for the certainty margin, got {num_classes}")
+        self.weights = dict(weights)
+        self.window = int(window)
+        self.buffer = torch.zeros(self.window, num_classes, device=device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer.zero_()
+        self.filled = 0
+        self.head = 0
+        self.low = np.full(len(COMPONENTS), np.inf)
+        self.high = np.full(len(COMPONENTS), -np.inf)
+
+    def _remember(self, y: torch.Tensor) -> torch.Tensor:
+        """Push the step's answers into the window; return the window mean ȳ."""
+        y = y[-self.window:]
+        slots = (self.head + torch.arange(len(y), device=self.buffer.device)) % self.window
+        self.buffer[slots] = y
+        self.head = (self.head + len(y)) % self.window
+        self.filled = min(self.filled + len(y), self.window)
+        return self.buffer[:self.filled].mean(0)
+
+    def __call__(self, y: torch.Tensor, loss_per_image: torch.Tensor) -> tuple[float, dict[str, float]]:
+        """Step reward and every component raw and normalised, from answers ``y`` (n, K)."""
+        window_mean = self._remember(y)
+        raw = torch.stack([certainty(y).mean(), diversity(y, window_mean).mean(),
+                           loss_per_image.mean().to(y.device)])
+        raw = raw.cpu().numpy().astype(np.float64)
+        self.low = np.minimum(self.low, raw)
+        self.high = np.maximum(self.high, raw)
+        span = self.high - self.low
+        normalised = np.where(span > 0, (raw - self.low) / np.where(span > 0, span, 1.0), 0.5)
+        parts = {}
+        for i, name in enumerate(COMPONENTS):
+            parts[name] = float(raw[i])
+            parts[f"{name}_normalised"] = float(normalised[i])
+        if len(self.weights) == 1:
+            (name,) = self.weights
+            return parts[name], parts
+        total = sum(self.weights.values())
+        value = sum(w * parts[f"{name}_normalised"] for name, w in self.weights.items()) / total
+        return float(value), parts
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"buffer": self.buffer.cpu().numpy(), "filled": np.int64(self.filled),
+                "head": np.int64(self.head), "low": self.low.copy(), "high": self.high.copy()}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self.buffer.copy_(torch.as_tensor(state["buffer"]))
+        self.filled, self.head = int(state["filled"]), int(state["head"])
+        self.low, self.high = np.array(state["low"], np.float64), np.array(state["high"], np.float64)

@@ -1,0 +1,60 @@
+"""The transfer set: (query-set index, victim output) for every paid query, in a data format.
+
+Stored as preallocated arrays (no per-query Python objects) and saved as ``.npz``, which
+loads without unpickling (``allow_pickle=False``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class TransferSet:
+    """Query-set indices of the images queried so far and the victim's answers to them."""
+
+    def __init__(self, capacity: int, num_classes: int):
+        self.indices = np.empty(capacity, dtype=np.int64)
+        self.outputs = np.empty((capacity, num_classes), dtype=np.float32)
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def clear(self) -> None:
+        self.size = 0
+
+    def append(self, indices: np.ndarray, outputs: np.ndarray) -> None:
+        n = len(indices)
+        if self.size + n > len(self.indices):
+            raise RuntimeError(f"transfer set full: {self.size} + {n} > capacity {len(self.indices)}")
+        self.indices[self.size:self.size + n] = indices
+        self.outputs[self.size:self.size + n] = outputs
+        self.size += n
+
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        """The filled part: (indices, outputs)."""
+        return self.indices[:self.size], self.outputs[:self.size]
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``indices`` and ``outputs`` to an ``.npz`` file; returns its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        indices, outputs = self.view()
+        with open(path, "wb") as f:
+            np.savez(f, indices=indices, outputs=outputs)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TransferSet":
+        """Read a transfer set saved by :meth:`save`; refuses anything that is not one."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                indices, outputs = data["indices"], data["outputs"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{path} is not a transfer set saved by TransferSet.save: {err}") from err
+        if indices.ndim != 1 or outputs.ndim != 2 or len(indices) != len(outputs):
+            raise ValueError(f"{path}: indices {indices.shape} and outputs {outputs.shape} do not match")
+        out = cls(len(indices), outputs.shape[1])
+        out.append(indices, outputs)
+        return out

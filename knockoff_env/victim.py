@@ -1,0 +1,137 @@
+"""The victim F_V as a black box: the adversary sends images and gets back what the API returns.
+
+`BlackBox` wraps either an ``nn.Module`` that returns logits or any callable that returns
+probabilities. It batches, places inputs on the right device, counts queries, checks that
+every answer is a probability distribution of the expected width, and truncates the answer
+to one of the output modes of the paper's truncation study (full, top-k, rounded, label).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+OUTPUT_MODES = ("probs", "top_k", "rounded", "label")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to torch."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class VictimOutputError(ValueError):
+    """The victim answered with something that is not a probability vector of width K."""
+
+
+class BlackBox:
+    """Query-only access to a victim classifier.
+
+    Args:
+        victim: an ``nn.Module`` returning logits (softmax is applied here), or any callable
+            mapping a batch of images to probabilities (``returns="probs"``).
+        num_classes: K, the width every answer must have. Inferred from the first answer
+            when omitted.
+        output: ``"probs"`` (full vector, the paper's default), ``"top_k"`` (the k largest
+            probabilities kept, the rest zeroed, renormalised), ``"rounded"`` (rounded to
+            ``decimals`` places, renormalised) or ``"label"`` (one-hot of the top class).
+        top_k: k for ``output="top_k"``.
+        decimals: r for ``output="rounded"``.
+        returns: ``"logits"`` or ``"probs"``; defaults to logits for an ``nn.Module`` and
+            probabilities for any other callable.
+        device: where the victim runs; ``"auto"`` uses CUDA when present.
+        batch_size: the largest batch sent in one call.
+        atol: tolerance on "rows sum to one" for callables that return probabilities.
+    """
+
+    def __init__(
+        self,
+        victim: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        *,
+        num_classes: int | None = None,
+        output: str = "probs",
+        top_k: int = 1,
+        decimals: int = 2,
+        returns: str | None = None,
+        device: str | torch.device = "auto",
+        batch_size: int = 256,
+        atol: float = 1e-3,
+    ):
+        if not callable(victim):
+            raise TypeError(f"victim must be an nn.Module or a callable, got {type(victim).__name__}")
+        if output not in OUTPUT_MODES:
+            raise ValueError(f"output={output!r} is not an output mode; choose one of {OUTPUT_MODES}")
+        if returns is None:
+            returns = "logits" if isinstance(victim, nn.Module) else "probs"
+        if returns not in ("logits", "probs"):
+            raise ValueError(f"returns={returns!r}: use 'logits' or 'probs'")
+        if output == "top_k" and (int(top_k) != top_k or top_k < 1):
+            raise ValueError(f"top_k={top_k!r} must be a positive integer")
+        if output == "rounded" and (int(decimals) != decimals or decimals < 0):
+            raise ValueError(f"decimals={decimals!r} must be a non-negative integer")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        self.device = resolve_device(device)
+        self.victim = victim
+        if isinstance(victim, nn.Module):
+            victim.to(self.device).eval()
+            for p in victim.parameters():
+                p.requires_grad_(False)
+        self.output, self.top_k, self.decimals = output, int(top_k), int(decimals)
+        self.returns, self.batch_size, self.atol = returns, int(batch_size), atol
+        self.num_classes = num_classes
+        self.queries = 0
+
+    @torch.no_grad()  # not inference_mode: the answers become the knockoff's training targets
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Answer a batch of queries: an (n, K) float32 tensor on ``self.device``."""
+        if images.shape[0] == 0:
+            raise ValueError("a query needs at least one image")
+        chunks = [self._answer(images[i:i + self.batch_size])
+                  for i in range(0, images.shape[0], self.batch_size)]
+        self.queries += images.shape[0]
+        probs = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        return self._truncate(probs)
+
+    def _answer(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.victim(images.to(self.device, non_blocking=True))
+        if not isinstance(out, torch.Tensor):
+            out = torch.as_tensor(out)
+        out = out.to(self.device, torch.float32)
+        if out.ndim != 2 or out.shape[0] != images.shape[0]:
+            raise VictimOutputError(
+                f"victim returned shape {tuple(out.shape)} for {images.shape[0]} images; "
+                "expected (n_images, num_classes)")
+        if self.num_classes is None:
+            self.num_classes = out.shape[1]
+        elif out.shape[1] != self.num_classes:
+            raise VictimOutputError(
+                f"victim returned {out.shape[1]} classes, expected num_classes={self.num_classes}")
+        if not torch.isfinite(out).all():
+            raise VictimOutputError("victim returned NaN or infinite values; check the model and its inputs")
+        if self.returns == "logits":
+            return torch.softmax(out, dim=1)
+        if (out < 0).any() or not torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=self.atol):
+            raise VictimOutputError(
+                "victim output is not a probability distribution (negative entries or rows not "
+                "summing to 1); pass returns='logits' if the callable returns logits")
+        return out
+
+    def _truncate(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.output == "probs":
+            return probs
+        if self.output == "label":
+            return nn.functional.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype)
+        if self.output == "top_k":
+            values, index = probs.topk(min(self.top_k, probs.shape[1]), dim=1)
+            kept = torch.zeros_like(probs).scatter_(1, index, values)
+        else:
+            kept = torch.round(probs, decimals=self.decimals)
+            empty = kept.sum(1) == 0  # every class rounded to zero: fall back to the top label
+            if empty.any():
+                kept[empty] = nn.functional.one_hot(probs[empty].argmax(1), probs.shape[1]).to(probs.dtype)
+        return kept / kept.sum(1, keepdim=True)

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny synthetic world and a per-session cache for the digits victim."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _digits_cache(tmp_path_factory):
+    """Train the digits victim once per test session, in a temporary cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KNOCKOFF_CACHE", str(tmp_path_factory.mktemp("knockoff_cache")))
+    yield
+    mp.undo()
+
+
+class LinearNet(nn.Module):
+    def __init__(self, dim: int = 6, classes: int = 3):
+        super().__init__()
+        self.fc = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def tiny_world(per_label: int = 5, labels=(0, 1, 2, 3, 4, 5), dim: int = 6, classes: int = 3, seed: int = 0):
+    """(images, labels) with ``per_label`` images of each label, plus a victim and a hierarchy."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.tensor([z for z in labels for _ in range(per_label)])
+    x = torch.randn(len(y), dim, generator=g) + y[:, None].float()
+    torch.manual_seed(seed + 1000)  # unlike any knockoff seeded in the tests
+    victim = LinearNet(dim, classes)
+    hierarchy = {"a": [0, 1, 2], "b": [3, 4], "c": [5]}
+    return (x, y), victim, hierarchy
+
+
+@pytest.fixture
+def world():
+    return tiny_world()
+
+
+@pytest.fixture
+def make_env():
+    """Factory for a tiny KnockoffEnv; keyword arguments override the defaults."""
+    from knockoff_env import KnockoffEnv
+
+    def make(**kwargs):
+        (x, y), victim, hierarchy = tiny_world()
+        options = dict(victim=victim, query_set=(x, y), hierarchy=hierarchy, knockoff=lambda: LinearNet(),
+                       eval_set=(x, y % 3), budget=20, device="cpu")
+        options.update(kwargs)
+        return KnockoffEnv(**options)
+
+    return make

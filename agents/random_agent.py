@@ -1,0 +1,23 @@
+"""The paper's random strategy: uniform over the query set's images, drawn without replacement.
+
+Equivalently, a label is chosen with probability proportional to the images it has left.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Agent, action_for
+
+
+class RandomAgent(Agent):
+    """Picks label z with probability (images of z left) / (images left)."""
+
+    def act(self, obs, info):
+        return action_for(self.env, int(self.rng.choice(self.query_set.num_labels, p=self.label_probabilities())))
+
+    def label_probabilities(self, label_ok: np.ndarray | None = None) -> np.ndarray:
+        remaining = self.query_set.remaining().astype(np.float64)
+        if label_ok is not None:
+            remaining = remaining * label_ok
+        total = remaining.sum()
+        return remaining / total if total > 0 else remaining

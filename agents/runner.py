@@ -1,0 +1,109 @@
+"""One loop that plays any agent against the env to the budget: progress bar, logs, summary."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .attack_log import AttackLog
+
+POLICY_POINTS = 200  # policy snapshots logged per episode
+
+
+def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, eval_every: int | None = None,
+               retrain_epochs: int = 0, progress: bool = True, retrain_kwargs: dict | None = None) -> dict:
+    """Play one episode to the budget and report the attack.
+
+    Args:
+        env: a KnockoffEnv (wrapped or not). agent: any object with ``act``/``update``
+            (and ``coarse_probabilities`` for policy logs).
+        seed: seeds the env (images, knockoff) and the agent.
+        logdir: where TensorBoard events, ``policy.png``, ``accuracy.png``, the transfer set,
+            the knockoff's weights, ``config.json`` and ``summary.json`` go (nothing if None).
+        eval_every: evaluate the online knockoff every this many queries (and at the end).
+        retrain_epochs: > 0 retrains a fresh knockoff on the transfer set (phase b) and
+            reports its accuracy as ``knockoff_accuracy``.
+    Returns:
+        ``victim_accuracy``, ``knockoff_accuracy`` (retrained if asked, else online),
+        ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``…
+    """
+    core = env.unwrapped
+    start = time.perf_counter()
+    obs, info = env.reset(seed=seed)
+    agent.reset(seed)
+    log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__) if logdir else None
+    total_steps = -(-core.budget // core.queries_per_step)
+    policy_every = max(1, total_steps // POLICY_POINTS)
+    next_eval = eval_every or 0
+    step = 0
+    with tqdm(total=core.budget, unit="query", disable=not progress, desc="attack") as bar:
+        while True:
+            action = agent.act(obs, info)
+            if log and step % policy_every == 0 and hasattr(agent, "coarse_probabilities"):
+                log.policy(info["queries"], agent.coarse_probabilities(np.asarray(info["action_mask"], bool)))
+            obs, reward, terminated, truncated, info = env.step(action)
+            agent.update(action, reward, info)
+            step += 1
+            bar.update(info["queries_this_step"])
+            if log:
+                log.rewards(info["queries"], reward, info["rewards"])
+            if eval_every and info["queries"] >= next_eval and not terminated:
+                accuracy = core.evaluate()["knockoff_accuracy"]
+                next_eval += eval_every
+                bar.set_postfix(knockoff=f"{accuracy:.3f}")
+                if log:
+                    log.accuracy(info["queries"], accuracy)
+            if terminated or truncated:
+                break
+    online = core.evaluate()
+    attack_seconds = time.perf_counter() - start
+    result = {"agent": type(agent).__name__, "seed": seed, "queries": info["queries"], "steps": step,
+              "victim_accuracy": online["victim_accuracy"],
+              "knockoff_accuracy_online": online["knockoff_accuracy"], "attack_seconds": attack_seconds}
+    final, model = online, core.knockoff.model
+    if retrain_epochs:
+        model = core.retrain(epochs=retrain_epochs, seed=seed, progress=progress, **(retrain_kwargs or {}))
+        final = core.evaluate(model)
+    result.update(knockoff_accuracy=final["knockoff_accuracy"], times_victim=final["times_victim"],
+                  agreement=final["agreement"], retrained=bool(retrain_epochs),
+                  seconds=time.perf_counter() - start)
+    if log:
+        log.accuracy(info["queries"], online["knockoff_accuracy"])
+        result["figures"] = {k: str(v) for k, v in log.close(online["victim_accuracy"]).items()}
+        _save_run(Path(logdir), env, core, model, result)
+    return result
+
+
+def _save_run(logdir: Path, env, core, model, result: dict) -> None:
+    """Transfer set (npz), knockoff weights (state dict), config and summary (JSON)."""
+    core.transfer_set.save(logdir / "transfer_set.npz")
+    torch.save(model.state_dict(), logdir / "knockoff.pt")
+    spec = getattr(env, "spec", None) or getattr(core, "spec", None)
+    if spec is not None:
+        kwargs = {k: v for k, v in spec.kwargs.items() if _is_json(v)}
+        config = {"env_id": spec.id, "env_kwargs": kwargs, "agent": result["agent"], "seed": result["seed"],
+                  "budget": core.budget}
+        (logdir / "config.json").write_text(json.dumps(config, indent=2))
+    (logdir / "summary.json").write_text(json.dumps(result, indent=2))
+
+
+def _is_json(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def format_summary(result: dict) -> str:
+    """The short summary printed after an attack."""
+    return (f"victim accuracy   {result['victim_accuracy']:.4f}\n"
+            f"knockoff accuracy {result['knockoff_accuracy']:.4f}  ({result['times_victim']:.2f}× victim"
+            f"{', retrained' if result.get('retrained') else ''}; online {result['knockoff_accuracy_online']:.4f})\n"
+            f"agreement         {result['agreement']:.4f}\n"
+            f"queries           {result['queries']}\n"
+            f"seconds           {result['seconds']:.1f}")

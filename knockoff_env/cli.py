@@ -1,0 +1,101 @@
+"""The ``knockoff`` console script."""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+
+
+def _env_arg(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``; VALUE is read as a Python literal when it is one, else kept as text."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--env-arg {text!r}: expected KEY=VALUE, e.g. data_root=~/data")
+    key, value = text.split("=", 1)
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def env_options(args) -> dict:
+    """Env keyword arguments from the attack's options (only those the user set)."""
+    options = {"budget": args.budget, "reward": args.reward, "queries_per_step": args.queries_per_step,
+               "output": args.output, "top_k": args.top_k, "decimals": args.decimals, "device": args.device}
+    options = {k: v for k, v in options.items() if v is not None}
+    if options.get("reward") and "," in options["reward"]:
+        options["reward"] = options["reward"].split(",")
+    options.update(dict(args.env_arg))
+    return options
+
+
+def attack(args) -> int:
+    import gymnasium as gym
+
+    import knockoff_env  # noqa: F401  (registers the ids)
+    from agents import format_summary, make_agent, run_attack
+
+    options = env_options(args)
+    if args.agent in ("ppo", "a2c", "dqn", "maskable-ppo"):
+        from agents.sb3 import ALGORITHMS, SB3Agent, train_sb3
+        options["action_mode"] = ALGORITHMS[args.agent][1]
+        env = gym.make(args.env, **options)
+        print(f"training {args.agent} for {args.train_steps} env steps (each episode is a full attack)")
+        model = train_sb3(args.agent, env, args.train_steps, seed=args.seed, logdir=args.logdir)
+        agent = SB3Agent(model, env, seed=args.seed)
+    else:
+        env = gym.make(args.env, **options)
+        bandit = {"alpha": args.alpha} if args.alpha is not None and args.agent.startswith("adaptive") else {}
+        agent = make_agent(args.agent, env, seed=args.seed, **bandit)
+    result = run_attack(env, agent, seed=args.seed, logdir=args.logdir, eval_every=args.eval_every,
+                        retrain_epochs=args.retrain_epochs, progress=not args.quiet)
+    print(format_summary(result))
+    if args.logdir:
+        print(f"\nlogs, figures and the transfer set are in {args.logdir}/ "
+              f"(policy.png, accuracy.png, summary.json)\nwatch them with:  tensorboard --logdir {args.logdir}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agents import AGENTS
+
+    parser = argparse.ArgumentParser(prog="knockoff", description="Knockoff Nets model stealing as a Gymnasium env")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("attack", help="run one attack to the budget and report the knockoff's accuracy")
+    p.add_argument("--env", default="Knockoff-Digits-v0", help="registered env id (default: the embedded world)")
+    p.add_argument("--agent", choices=AGENTS, default="adaptive")
+    p.add_argument("--budget", type=int, help="queries to spend (default: the world's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logdir", help="TensorBoard logs, PNG figures, transfer set and summary.json go here")
+    p.add_argument("--eval-every", type=int, help="evaluate the online knockoff every N queries")
+    p.add_argument("--retrain-epochs", type=int, default=0, help="retrain from scratch on the transfer set")
+    p.add_argument("--reward", help="'all', one of certainty/diversity/loss, or a comma-separated subset")
+    p.add_argument("--queries-per-step", type=int)
+    p.add_argument("--output", choices=("probs", "top_k", "rounded", "label"), help="victim output mode")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--decimals", type=int)
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1…")
+    p.add_argument("--alpha", type=float, help="gradient-bandit step size (adaptive agents)")
+    p.add_argument("--train-steps", type=int, default=2000, help="env steps to train an SB3 agent first")
+    p.add_argument("--env-arg", type=_env_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other env option, e.g. --env-arg data_root=~/data (repeatable)")
+    p.add_argument("--json", help="also write the summary to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=attack)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: a message, not a traceback
+        print(f"knockoff {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -58,6 +58,7 @@ class PolicyLogCallback(BaseCallback):
             probs = coarse_probabilities(self.model, self.env, np.asarray(self.locals["new_obs"])[0])
             for name, p in zip(self.env.unwrapped.query_set.coarse_names, probs):
                 self.logger.record(f"policy/{name}", float(p))
+            self.logger.dump(self.num_timesteps)  # A2C/DQN would otherwise hold them for hundreds of steps
         return True
 
 

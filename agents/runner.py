@@ -29,7 +29,8 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
             reports its accuracy as ``knockoff_accuracy``.
     Returns:
         ``victim_accuracy``, ``knockoff_accuracy`` (retrained if asked, else online),
-        ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``…
+        ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``,
+        ``accuracy_curve`` ([(queries, online accuracy)] at each evaluation and the end)…
     """
     core = env.unwrapped
     start = time.perf_counter()
@@ -39,7 +40,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     total_steps = -(-core.budget // core.queries_per_step)
     policy_every = max(1, total_steps // POLICY_POINTS)
     next_eval = eval_every or 0
-    step = 0
+    step, curve = 0, []
     with tqdm(total=core.budget, unit="query", disable=not progress, desc="attack") as bar:
         while True:
             action = agent.act(obs, info)
@@ -54,6 +55,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
             if eval_every and info["queries"] >= next_eval and not terminated:
                 accuracy = core.evaluate()["knockoff_accuracy"]
                 next_eval += eval_every
+                curve.append((info["queries"], accuracy))
                 bar.set_postfix(knockoff=f"{accuracy:.3f}")
                 if log:
                     log.accuracy(info["queries"], accuracy)
@@ -63,7 +65,8 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     attack_seconds = time.perf_counter() - start
     result = {"agent": type(agent).__name__, "seed": seed, "queries": info["queries"], "steps": step,
               "victim_accuracy": online["victim_accuracy"],
-              "knockoff_accuracy_online": online["knockoff_accuracy"], "attack_seconds": attack_seconds}
+              "knockoff_accuracy_online": online["knockoff_accuracy"], "attack_seconds": attack_seconds,
+              "accuracy_curve": curve + [(info["queries"], online["knockoff_accuracy"])]}
     final, model = online, core.knockoff.model
     if retrain_epochs:
         model = core.retrain(epochs=retrain_epochs, seed=seed, progress=progress, **(retrain_kwargs or {}))

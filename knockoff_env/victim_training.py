@@ -10,7 +10,8 @@ is kept.
 
 Checkpoint: ``<out>/checkpoint.pt``, a dict of plain values that loads with
 ``torch.load(weights_only=True)``: ``state_dict``, ``arch``, ``num_classes``,
-``class_names``, ``accuracy`` (test top-1), ``dataset``, ``image_size``, ``epoch``.
+``class_names``, ``accuracy`` (test top-1), ``dataset``, ``image_size``, ``epoch``, and
+the recipe used: ``pretrained``, ``lr``, ``class_weights`` (None for an unweighted loss).
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def load_victim(path: str | Path, dataset: str | None = None, data_root=None) ->
         raise ValueError(f"{path} is a {checkpoint['dataset']} victim, not a {dataset} one")
     model = build_arch(checkpoint["arch"], checkpoint["num_classes"])
     model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), {k: checkpoint[k] for k in METADATA}
+    return model.eval(), {k: v for k, v in checkpoint.items() if k != "state_dict"}
 
 
 @torch.inference_mode()
@@ -156,7 +157,9 @@ def train_victim(dataset: str, data_root=None, out: str | Path | None = None, *,
         test_accuracy = accuracy(model, test_loader, device)
         if test_accuracy > best["accuracy"]:
             best = dict(arch=arch, num_classes=len(class_names), class_names=class_names,
-                        accuracy=test_accuracy, dataset=dataset, image_size=image_size, epoch=epoch + 1)
+                        accuracy=test_accuracy, dataset=dataset, image_size=image_size, epoch=epoch + 1,
+                        pretrained=str(pretrained), lr=lr,
+                        class_weights=None if weight is None else weight.cpu().tolist())
             save_victim(path, model, **best)
         bar.set_postfix(loss=f"{loss.item():.3f}", test_accuracy=f"{test_accuracy:.3f}",
                         best=f"{best['accuracy']:.3f}")

@@ -133,10 +133,7 @@ def run_build_hierarchy(args) -> Path:
 
 def load_run(run_dir: str | Path) -> tuple[dict, gym.Env]:
     """(config, env with the run's transfer set loaded) for a RUN_DIR."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} not found; RUN_DIR must be a folder written by `knockoff attack`")
+    config_path = _config_path(run_dir)
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
@@ -144,7 +141,7 @@ def load_run(run_dir: str | Path) -> tuple[dict, gym.Env]:
     missing = [k for k in RUN_KEYS if not isinstance(config, dict) or k not in config]
     if missing or not isinstance(config["env_kwargs"], dict):
         raise ValueError(f"{config_path} needs {list(RUN_KEYS)} with env_kwargs an object; missing {missing}")
-    transfer_path = run_dir / "transfer_set.npz"
+    transfer_path = Path(run_dir) / "transfer_set.npz"
     if not transfer_path.exists():
         raise FileNotFoundError(f"{transfer_path} not found; the run saved no transfer set")
     transfer_set = TransferSet.load(transfer_path)
@@ -158,6 +155,13 @@ def load_run(run_dir: str | Path) -> tuple[dict, gym.Env]:
                          f"outside its {len(world.query_set)}-image query set")
     world.transfer_set = transfer_set
     return config, env
+
+
+def _config_path(run_dir: str | Path) -> Path:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; RUN_DIR must be a folder written by `knockoff attack`")
+    return path
 
 
 def evaluate_model(env: gym.Env, model: torch.nn.Module) -> dict:
@@ -198,7 +202,7 @@ def run_retrain(args) -> dict:
 
 @_clear_errors
 def run_evaluate(args) -> dict:
-    run_dir = Path(args.run_dir)
+    run_dir = _config_path(args.run_dir).parent
     path = args.model or next((p for p in (run_dir / "knockoff_retrained.pt", run_dir / "knockoff.pt")
                                if p.exists()), run_dir / "knockoff.pt")
     if not path.exists():

@@ -3,6 +3,7 @@ missing pieces are clear errors, and a run directory retrains and evaluates from
 import json
 import subprocess
 import sys
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -73,6 +74,17 @@ def test_small_scale_worlds_play_with_every_query_set(env_id, query_set, data_ro
     info = play(env, steps=100)  # until the budget is spent
     assert info["queries"] == 12
     env.close()
+
+
+@pytest.mark.parametrize("env_id, options", [
+    ("Knockoff-Caltech256-v0", dict(query_set="d2", **PAPER_OPTIONS)),
+    ("Knockoff-MNIST-v0", dict(budget=12, device="cpu"))])
+def test_worlds_pass_gymnasiums_env_checker_without_warnings(data_root, env_id, options):
+    from gymnasium.utils.env_checker import check_env
+    env = gym.make(env_id, data_root=data_root, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
 
 
 def test_a_world_evaluates_its_knockoff_on_the_victims_test_split(data_root):

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import caltech256, cubs200, diabetic5, ilsvrc, indoor67, openimages
 from .common import SPLIT_SEED, ImageFiles
-from .transforms import IMAGE_SIZE
+from .transforms import IMAGE_SIZE, paper_transform
 
 SOURCES = {"ilsvrc": ilsvrc, "openimages": openimages, "caltech256": caltech256,
            "cubs200": cubs200, "indoor67": indoor67, "diabetic5": diabetic5}
@@ -47,7 +47,7 @@ def load(data_root=None, *, image_size: int = IMAGE_SIZE, victim: str | None = N
         samples += [(path, offset + label) for path, label in part.samples]
         classes += [f"{source}/{name}" for name in part.classes]
         hierarchy[source] = [offset + z for z in np.unique(part.targets).tolist()]
-    return ImageFiles(samples, classes, part.transform), hierarchy
+    return ImageFiles(samples, classes, paper_transform(image_size)), hierarchy
 
 
 def semi_open(part: ImageFiles, tau_d: float = 1.0, tau_k: float = 1.0) -> ImageFiles:

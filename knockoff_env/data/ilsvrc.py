@@ -19,10 +19,10 @@ LAYOUT = (f"  {FOLDER}/train/n01440764/n01440764_10026.JPEG … (one folder per 
 SOURCE = "https://image-net.org/download-images.php (ILSVRC2012_img_train.tar, one tar per class inside)"
 
 
-def load(data_root=None, *, image_size: int = IMAGE_SIZE, augment: bool = False) -> ImageFiles:
+def load(data_root=None, *, image_size: int = IMAGE_SIZE) -> ImageFiles:
     """Every training image of ILSVRC-2012, with its class index."""
     root = require(resolve_data_root(data_root) / FOLDER, NAME, LAYOUT, SOURCE)
-    return class_folders(require(root / "train", NAME, LAYOUT, SOURCE), paper_transform(image_size, augment),
+    return class_folders(require(root / "train", NAME, LAYOUT, SOURCE), paper_transform(image_size),
                          _names(root / "synset_words.txt"))
 
 

@@ -17,7 +17,7 @@ SOURCE = ("https://storage.googleapis.com/openimages/web/index.html (images of t
           "e.g. with the OIDv4 toolkit, sorted into one folder per label)")
 
 
-def load(data_root=None, *, image_size: int = IMAGE_SIZE, augment: bool = False) -> ImageFiles:
+def load(data_root=None, *, image_size: int = IMAGE_SIZE) -> ImageFiles:
     """Every image under ``openimages/``, labelled by its folder."""
     root = require(resolve_data_root(data_root) / FOLDER, NAME, LAYOUT, SOURCE)
-    return class_folders(root, paper_transform(image_size, augment))
+    return class_folders(root, paper_transform(image_size))

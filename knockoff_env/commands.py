@@ -104,7 +104,7 @@ def _clear_errors(command):
     def run(args):
         try:
             return command(args)
-        except (FileNotFoundError, ValueError, TypeError) as err:
+        except (FileNotFoundError, ValueError) as err:
             raise SystemExit(f"knockoff: error: {err}") from err
     return run
 
@@ -191,6 +191,8 @@ def _report(run_dir: Path, model_path: Path, report: dict) -> Path:
 @_clear_errors
 def run_retrain(args) -> dict:
     config, env = load_run(args.run_dir)
+    if len(env.unwrapped.transfer_set) == 0:
+        raise ValueError(f"the transfer set of {args.run_dir} is empty; there is nothing to retrain on")
     torch.manual_seed(int(config["seed"]))
     model = env.unwrapped.retrain(epochs=args.epochs, progress=True)
     path = Path(args.run_dir) / "knockoff_retrained.pt"

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .architectures import build_arch
 from .data import PAPER_VICTIMS, VICTIM_DATASETS, resolve_data_root, victim_data
+from .data.transforms import IMAGE_SIZE
 from .query_set import dataset_labels
 from .victim import resolve_device
 
@@ -121,6 +122,10 @@ def train_victim(dataset: str, data_root=None, out: str | Path | None = None, *,
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("step_size", step_size)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
+    if dataset in PAPER_VICTIMS:
+        image_size = image_size or IMAGE_SIZE
+    elif image_size is not None:
+        raise ValueError(f"image_size applies to the paper's datasets; {dataset} keeps its native size")
     arch = arch or DEFAULT_ARCH[dataset]
     pretrained = default_pretrained(dataset) if pretrained is None else pretrained
     lr = LEARNING_RATE.get(dataset, 0.1) if lr is None else lr

@@ -11,7 +11,7 @@ from knockoff_env.data import (DatasetNotFoundError, caltech256, cubs200, d2, di
                                openimages, small_scale, victim_data)
 from knockoff_env.data.transforms import query_transform, resize_for, victim_training_transform
 
-from miniature import CALTECH, CUBS, INDOOR, OPENIMAGES, WNIDS, cifar_without_checksums, data_root, picture  # noqa: F401
+from miniature import CALTECH, CUBS, INDOOR, OPENIMAGES, WNIDS, cifar_without_checksums, data_root  # noqa: F401
 
 SIZE = 16
 

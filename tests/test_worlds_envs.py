@@ -95,6 +95,13 @@ def test_a_world_evaluates_its_knockoff_on_the_victims_test_split(data_root):
     assert len(env.unwrapped.eval_set[1]) == 3  # Indoor67's official test images
 
 
+def test_a_paper_world_runs_at_the_image_size_its_victim_was_trained_at(data_root):
+    options = {k: v for k, v in PAPER_OPTIONS.items() if k != "image_size"}
+    env = gym.make("Knockoff-CUBS200-v0", query_set="openimages", hierarchy=None, data_root=data_root, **options)
+    assert env.unwrapped.eval_set[0][0][0].shape == (3, 32, 32)  # the miniature victims record 32 px
+    assert env.unwrapped.query_set.fetch(np.array([0])).shape == (1, 3, 32, 32)
+
+
 def test_ilsvrc_hierarchy_is_found_where_build_hierarchy_writes_it(data_root, tmp_path):
     root = linked_root(tmp_path, data_root, "ILSVRC2012", "256_ObjectCategories", "victims")
     options = dict(query_set="ilsvrc", data_root=root, **PAPER_OPTIONS)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..architectures import build_arch
 from ..data import PAPER_VICTIMS, d2, ilsvrc, openimages, resolve_data_root
+from ..data.transforms import IMAGE_SIZE
 from ..env import KnockoffEnv
 from ..hierarchy import default_hierarchy_path
 from ..query_set import dataset_labels
@@ -24,7 +25,7 @@ BUDGET = 60_000  # the paper's largest budget
 
 def make_paper_env(victim_dataset: str, *, query_set: str = "ilsvrc", data_root=None,
                    victim_checkpoint: str | Path | None = None, arch: str = "resnet34",
-                   knockoff_init: str | Path = "imagenet", image_size: int = 224, budget: int | None = None,
+                   knockoff_init: str | Path = "imagenet", image_size: int | None = None, budget: int | None = None,
                    hierarchy="auto", tau_d: float = 1.0, tau_k: float = 1.0, **kwargs) -> KnockoffEnv:
     """The world of ``victim_dataset`` (one of the paper's four); see the registered entry points."""
     if victim_dataset not in PAPER_VICTIMS:
@@ -36,6 +37,7 @@ def make_paper_env(victim_dataset: str, *, query_set: str = "ilsvrc", data_root=
                          "use them with query_set='d2'")
     root = resolve_data_root(data_root)
     victim, meta = load_victim(victim_checkpoint or default_checkpoint(victim_dataset, root), victim_dataset, root)
+    image_size = image_size or meta["image_size"] or IMAGE_SIZE
     eval_set = PAPER_VICTIMS[victim_dataset].load("test", root, image_size=image_size)
     if meta["num_classes"] != len(eval_set.classes):
         raise ValueError(f"the victim has {meta['num_classes']} outputs but {victim_dataset} has "
@@ -86,7 +88,8 @@ _DOC = """``Knockoff-{title}-v0``: steal the paper's {title} classifier ({what})
     ``victim_checkpoint`` (default ``<data_root>/victims/{name}/checkpoint.pt``); ``arch``
     of the knockoff (``"resnet34"``); ``knockoff_init`` = ``"imagenet"`` (default; weights
     from torchvision's cache), ``"scratch"`` or a PATH of weights pretrained on the query
-    task (supplement D.1); ``image_size`` (224); ``budget``; ``hierarchy`` = ``"auto"``
+    task (supplement D.1); ``image_size`` (default: the one the victim was trained at,
+    else 224); ``budget``; ``hierarchy`` = ``"auto"``
     (ILSVRC/OpenImages: ``<data_root>/hierarchies/<query_set>-30.json`` from ``knockoff
     build-hierarchy``; D²: one node per source), ``None``, a dict or a JSON path; ``tau_d``
     / ``tau_k`` in (0, 1] with ``query_set="d2"``: the semi-open world of supplement D.4

@@ -13,6 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; the exit status is 0 (failures raise SystemExit)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.func(args)
+    return 0

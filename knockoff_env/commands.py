@@ -33,7 +33,8 @@ RUN_KEYS = ("env_id", "env_kwargs", "seed")
 
 
 def add_world_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the world subcommands to the ``knockoff`` parser's ``subparsers``; each sets ``func``."""
+    """Add the world subcommands to the ``knockoff`` parser's ``subparsers``; each sets ``func``,
+    which runs the command from the parsed ``args``, prints its result and returns None."""
     p = subparsers.add_parser("train-victim", help="train a world's victim with the paper's recipe",
                               description="Train the victim F_V of DATASET (paper recipe: SGD, lr 0.1; "
                                           "Diabetic5 lr 0.01 with class-weighted loss) and save its best "
@@ -110,7 +111,7 @@ def _clear_errors(command):
 
 
 @_clear_errors
-def run_train_victim(args) -> dict:
+def run_train_victim(args) -> None:
     result = train_victim(args.dataset, args.data_root, args.out, arch=args.arch, pretrained=args.pretrained,
                           epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
                           lr=args.lr, momentum=args.momentum, step_size=args.step_size, gamma=args.gamma,
@@ -118,17 +119,15 @@ def run_train_victim(args) -> dict:
                           progress=args.progress)
     print(f"victim {result['dataset']} ({result['arch']}): test accuracy {result['accuracy']:.4f} "
           f"at epoch {result['epoch']} -> {result['path']}")
-    return result
 
 
 @_clear_errors
-def run_build_hierarchy(args) -> Path:
+def run_build_hierarchy(args) -> None:
     path = build_hierarchy(args.dataset, args.data_root, clusters=args.clusters, out=args.out, arch=args.arch,
                            pretrained=args.pretrained, image_size=args.image_size, per_class=args.per_class,
                            batch_size=args.batch_size, workers=args.workers, device=args.device,
                            progress=args.progress)
     print(f"hierarchy of {args.dataset} with {args.clusters} coarse nodes -> {path}")
-    return path
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, gym.Env]:
@@ -189,7 +188,7 @@ def _report(run_dir: Path, model_path: Path, report: dict) -> Path:
 
 
 @_clear_errors
-def run_retrain(args) -> dict:
+def run_retrain(args) -> None:
     config, env = load_run(args.run_dir)
     if len(env.unwrapped.transfer_set) == 0:
         raise ValueError(f"the transfer set of {args.run_dir} is empty; there is nothing to retrain on")
@@ -197,13 +196,11 @@ def run_retrain(args) -> dict:
     model = env.unwrapped.retrain(epochs=args.epochs, progress=True)
     path = Path(args.run_dir) / "knockoff_retrained.pt"
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-    report = evaluate_model(env, model)
-    _report(Path(args.run_dir), path, report)
-    return report
+    _report(Path(args.run_dir), path, evaluate_model(env, model))
 
 
 @_clear_errors
-def run_evaluate(args) -> dict:
+def run_evaluate(args) -> None:
     run_dir = _config_path(args.run_dir).parent
     path = args.model or next((p for p in (run_dir / "knockoff_retrained.pt", run_dir / "knockoff.pt")
                                if p.exists()), run_dir / "knockoff.pt")
@@ -216,6 +213,4 @@ def run_evaluate(args) -> dict:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 - unreadable or mismatched weights are one user error
         raise ValueError(f"{path} is not a state dict of this run's knockoff: {err}") from err
-    report = evaluate_model(env, model)
-    _report(run_dir, path, report)
-    return report
+    _report(run_dir, path, evaluate_model(env, model))

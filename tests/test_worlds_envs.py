@@ -203,7 +203,7 @@ def test_retrain_then_evaluate_a_run_directory(run_dir, capsys):
     assert retrained["seen_classes"] + retrained["unseen_classes"] == 3
     assert len(retrained["per_class_accuracy"]) == 3
 
-    main(["evaluate", str(run)])  # defaults to the retrained knockoff
+    assert main(["evaluate", str(run)]) == 0  # defaults to the retrained knockoff
     again = json.loads((run / "evaluation_knockoff_retrained.json").read_text())
     assert again["knockoff_accuracy"] == retrained["knockoff_accuracy"]
     main(["evaluate", str(run), "--model", str(run / "knockoff.pt")])

@@ -147,8 +147,8 @@ def load_run(run_dir: str | Path) -> tuple[dict, gym.Env]:
     env = gym.make(config["env_id"], **config["env_kwargs"])
     world = env.unwrapped
     indices, outputs = transfer_set.view()
-    if outputs.shape[1] != world.num_classes or (len(indices) and
-                                                        (indices.min() < 0 or indices.max() >= len(world.query_set))):
+    outside = len(indices) > 0 and (indices.min() < 0 or indices.max() >= len(world.query_set))
+    if outputs.shape[1] != world.num_classes or outside:
         raise ValueError(f"{transfer_path} does not fit {config['env_id']} with these env_kwargs: "
                          f"{outputs.shape[1]} classes for a {world.num_classes}-class victim, or indices "
                          f"outside its {len(world.query_set)}-image query set")
@@ -175,7 +175,7 @@ def evaluate_model(env: gym.Env, model: torch.nn.Module) -> dict:
     return evaluation_report(knockoff_pred, victim_pred, labels, world.transfer_set.view()[1])
 
 
-def _report(run_dir: Path, model_path: Path, report: dict) -> Path:
+def _report(run_dir: Path, model_path: Path, report: dict) -> None:
     out = run_dir / f"evaluation_{model_path.stem}.json"
     out.write_text(json.dumps({"model": str(model_path), **report}, indent=1) + "\n")
     seen = "n/a" if report["seen_class_accuracy"] is None else f"{report['seen_class_accuracy']:.4f}"
@@ -184,7 +184,6 @@ def _report(run_dir: Path, model_path: Path, report: dict) -> Path:
           f"({report['times_victim']:.2f}× victim {report['victim_accuracy']:.4f}), "
           f"agreement {report['agreement']:.4f}; per-class accuracy seen {seen} "
           f"({report['seen_classes']} classes), unseen {unseen} ({report['unseen_classes']} classes) -> {out}")
-    return out
 
 
 @_clear_errors

@@ -6,6 +6,7 @@ plus random-init victim checkpoints where the worlds look for them.
 Import the ``data_root`` fixture into a test module to use it; it is built once per session.
 """
 import pickle
+import shutil
 import struct
 from pathlib import Path
 
@@ -166,11 +167,13 @@ def build(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """A miniature data root with every layout and every world's victim (built once per session)."""
+    """A miniature data root with every layout and every world's victim (built once per session,
+    removed at its end: the victims' weights take a few hundred MB)."""
     root = tmp_path_factory.getbasetemp() / "miniature_data"
     if not (root / "victims" / "cifar100" / "checkpoint.pt").exists():
         build(root)
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

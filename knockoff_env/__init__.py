@@ -19,6 +19,13 @@ __version__ = "0.1.0"
 
 ENV_IDS = {
     "Knockoff-Digits-v0": "knockoff_env.worlds.digits:make_digits_env",
+    "Knockoff-Caltech256-v0": "knockoff_env.worlds.paper:make_caltech256_env",
+    "Knockoff-CUBS200-v0": "knockoff_env.worlds.paper:make_cubs200_env",
+    "Knockoff-Indoor67-v0": "knockoff_env.worlds.paper:make_indoor67_env",
+    "Knockoff-Diabetic5-v0": "knockoff_env.worlds.paper:make_diabetic5_env",
+    "Knockoff-MNIST-v0": "knockoff_env.worlds.small_scale:make_mnist_env",
+    "Knockoff-CIFAR10-v0": "knockoff_env.worlds.small_scale:make_cifar10_env",
+    "Knockoff-CIFAR100-v0": "knockoff_env.worlds.small_scale:make_cifar100_env",
 }
 
 for _id, _entry in ENV_IDS.items():

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .commands import add_world_commands
+
 
 def _env_arg(text: str) -> tuple[str, object]:
     """``KEY=VALUE``; VALUE is read as a Python literal when it is one, else kept as text."""
@@ -85,13 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the summary to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=attack)
+    add_world_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(args) or 0
     except (ValueError, FileNotFoundError) as err:  # bad input: a message, not a traceback
         print(f"knockoff {args.command}: error: {err}", file=sys.stderr)
         return 2

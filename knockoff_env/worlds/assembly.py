@@ -1,0 +1,40 @@
+"""Pieces every data-backed world shares: its hierarchy option and its default budget."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..hierarchy import load_hierarchy, validate_hierarchy
+
+
+def resolve_hierarchy(hierarchy, labels: np.ndarray, auto_path: Path | None = None,
+                      build_command: str = "") -> dict[str, list[int]] | None:
+    """The ``hierarchy`` option of a world as KnockoffEnv takes it.
+
+    ``None``: one coarse node with every label. A mapping: used as given (validated). A path:
+    a JSON file (see :mod:`knockoff_env.hierarchy`). ``"auto"``: the file at ``auto_path``,
+    which must have been built (the error names ``build_command``).
+    """
+    if hierarchy is None:
+        return None
+    if isinstance(hierarchy, Mapping):
+        return validate_hierarchy(hierarchy, labels)
+    if hierarchy == "auto":
+        if auto_path is None:
+            return None
+        if not auto_path.exists():
+            raise FileNotFoundError(
+                f"no label hierarchy at {auto_path}; build it with\n  {build_command}\n"
+                "or pass hierarchy=None (one coarse node), hierarchy=PATH (a JSON file) or a dict "
+                "{coarse name: [label ids]}")
+        return load_hierarchy(auto_path, labels)[0]
+    if isinstance(hierarchy, (str, Path)):
+        return load_hierarchy(hierarchy, labels)[0]
+    raise TypeError(f"hierarchy={hierarchy!r}: give 'auto', None, a JSON file path or a dict {{coarse name: [label ids]}}")
+
+
+def default_budget(budget: int | None, limit: int, query_set_size: int) -> int:
+    """``budget`` as given, else the paper's ``limit`` capped at the size of the query set."""
+    return min(limit, query_set_size) if budget is None else budget

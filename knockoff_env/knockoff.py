@@ -52,6 +52,23 @@ class OnlineKnockoff:
         self.optimizer.step()
         return loss.detach()
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights (``model.*``) and SGD momentum buffers (``momentum.<param index>``), tensors only."""
+        state = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
+            buffer = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buffer is not None:
+                state[f"momentum.{i}"] = buffer
+        return state
+
+    def load_state_dict(self, state) -> None:
+        """Restore what :meth:`state_dict` saved (the optimiser's hyperparameters come from the env)."""
+        self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum)
+        for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
+            if f"momentum.{i}" in state:
+                self.optimizer.state[p]["momentum_buffer"] = torch.as_tensor(state[f"momentum.{i}"]).to(p).clone()
+
 
 def _loader(data: Any, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
     if isinstance(data, (tuple, list)):

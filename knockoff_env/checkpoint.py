@@ -27,6 +27,7 @@ class CheckpointError(ValueError):
 
 def check_config(saved: Mapping, expected: Mapping, what: str) -> None:
     """Refuse ``what`` when the configuration it was written for differs from this run's."""
+    expected = json.loads(json.dumps(dict(expected), sort_keys=True))  # compare as saved: JSON types
     keys = sorted(set(saved) | set(expected))
     differ = [k for k in keys if saved.get(k) != expected.get(k)]
     if differ:

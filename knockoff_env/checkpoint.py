@@ -25,14 +25,14 @@ class CheckpointError(ValueError):
     """A checkpoint that is damaged, tampered with, or belongs to another run."""
 
 
-def check_config(saved: Mapping, expected: Mapping, what: str) -> None:
+def check_config(saved: Mapping, expected: Mapping, what: str, error: type = None) -> None:
     """Refuse ``what`` when the configuration it was written for differs from this run's."""
     expected = json.loads(json.dumps(dict(expected), sort_keys=True))  # compare as saved: JSON types
     keys = sorted(set(saved) | set(expected))
     differ = [k for k in keys if saved.get(k) != expected.get(k)]
     if differ:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {expected.get(k)!r}" for k in differ)
-        raise CheckpointError(f"{what} belongs to a different attack configuration ({detail}); "
+        raise (error or CheckpointError)(f"{what} belongs to a different attack configuration ({detail}); "
                               "resume with the same options, or start a new run directory")
 
 

@@ -134,7 +134,7 @@ def _read_header(path: Path, data: bytes, config: Mapping) -> tuple[int, np.dtyp
     if version != VERSION or len(data) < end + 4 or \
             struct.unpack_from("<I", data, end)[0] != zlib.crc32(data[:end]):
         raise JournalError(f"{path}: the journal header is damaged (version {version}, bad checksum or cut short)")
-    check_config(json.loads(data[start:end]), config, str(path))
+    check_config(json.loads(data[start:end]), config, str(path), JournalError)
     return end + 4, record_dtype(q, k)
 
 

@@ -32,6 +32,7 @@ import torch
 
 from knockoff_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from knockoff_env.journal import Journal
+from knockoff_env.validate import is_integer
 
 JOURNAL, CHECKPOINT = "journal.bin", "checkpoint.pt"
 AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step")
@@ -51,7 +52,7 @@ class DurableRun:
     """Journals every step and checkpoints every ``checkpoint_every`` steps into ``run_dir``."""
 
     def __init__(self, run_dir: str | Path, env, agent, seed: int, checkpoint_every: int | None):
-        if checkpoint_every is not None and (int(checkpoint_every) != checkpoint_every or checkpoint_every < 1):
+        if checkpoint_every is not None and (not is_integer(checkpoint_every) or checkpoint_every < 1):
             raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive number of steps")
         if not callable(getattr(agent, "state_dict", None)):
             raise ValueError(f"{type(agent).__name__} has no state_dict(), so it cannot be checkpointed; "

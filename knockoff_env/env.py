@@ -17,6 +17,7 @@ from .knockoff import OnlineKnockoff, build_model, predict, train_offline
 from .query_set import QuerySet, as_images_and_labels
 from .rewards import COMPONENTS, RewardFunction, parse_reward
 from .transfer_set import TransferSet
+from .validate import is_integer
 from .victim import BlackBox, resolve_device
 
 ACTION_MODES = ("hierarchical", "flat")
@@ -101,14 +102,14 @@ class KnockoffEnv(gym.Env):
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode={action_mode!r}; choose one of {ACTION_MODES}")
-        if isinstance(queries_per_step, bool) or int(queries_per_step) != queries_per_step or queries_per_step < 1:
+        if not is_integer(queries_per_step) or queries_per_step < 1:
             raise ValueError(f"queries_per_step={queries_per_step!r} must be a positive integer (paper: 4)")
         self.device = resolve_device(device)
         images, labels = as_images_and_labels(query_set, "query_set")
         self.query_set = QuerySet(images, labels, hierarchy, label_names)
         if budget is None:
             budget = len(self.query_set)
-        if isinstance(budget, bool) or int(budget) != budget or budget < 1:
+        if not is_integer(budget) or budget < 1:
             raise ValueError(f"budget={budget!r} must be a positive integer number of queries")
         if budget > len(self.query_set):
             raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
@@ -126,7 +127,8 @@ class KnockoffEnv(gym.Env):
             self.victim(self.query_set.fetch(np.zeros(1, np.int64)))
             self.victim.queries = 0
         self.num_classes = int(self.victim.num_classes)
-        self.rewards = RewardFunction(self.reward_weights, self.num_classes, diversity_window, self.device)
+        self.rewards = RewardFunction(self.reward_weights, self.num_classes, diversity_window, self.device,
+                                      max_queries=self.budget)
         self.transfer_set = TransferSet(self.budget, self.num_classes)
 
         qs = self.query_set

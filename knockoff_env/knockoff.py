@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from .rewards import soft_cross_entropy
+from .validate import is_finite_number, is_integer
 
 
 def build_model(knockoff: nn.Module | Callable[[], nn.Module]) -> nn.Module:
@@ -30,7 +31,7 @@ class OnlineKnockoff:
 
     def __init__(self, model: nn.Module, device: torch.device, lr: float = 5e-4, momentum: float = 0.5):
         for name, value in (("knockoff_lr", lr), ("knockoff_momentum", momentum)):
-            if not np.isfinite(value) or value < 0:
+            if not is_finite_number(value) or value < 0:
                 raise ValueError(f"{name}={value!r} must be a finite number ≥ 0")
         self.device, self.lr, self.momentum = device, lr, momentum
         self.model = model.to(device)
@@ -96,7 +97,7 @@ def train_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: tor
                   step_size: int = 60, gamma: float = 0.1, batch_size: int = 64, seed: int = 0,
                   progress: bool = False) -> nn.Module:
     """Phase (b): train ``model`` on the transfer set (images, victim outputs) with the paper's schedule."""
-    if int(epochs) != epochs or epochs < 1:
+    if not is_integer(epochs) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be a positive integer")
     model = model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)

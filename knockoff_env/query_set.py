@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .validate import is_integer
+
 Hierarchy = Mapping[str, Sequence[int]]
 
 
@@ -101,7 +103,7 @@ class QuerySet:
             if not members:
                 raise ValueError(f"coarse node {name!r} has no labels; drop it or give it at least one")
             for z in members:
-                if isinstance(z, bool) or int(z) != z:
+                if not is_integer(z):
                     raise ValueError(f"coarse node {name!r}: label {z!r} is not an integer id")
                 z = int(z)
                 if z in seen:

@@ -10,12 +10,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .attack_log import AttackLog
+from .durable import DurableRun, is_json
 
 POLICY_POINTS = 200  # policy snapshots logged per episode
 
 
 def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, eval_every: int | None = None,
-               retrain_epochs: int = 0, progress: bool = True, retrain_kwargs: dict | None = None) -> dict:
+               retrain_epochs: int = 0, progress: bool = True, retrain_kwargs: dict | None = None,
+               checkpoint_every: int | None = None, resume: bool = False) -> dict:
     """Play one episode to the budget and report the attack.
 
     Args:
@@ -27,6 +29,9 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         eval_every: evaluate the online knockoff every this many queries (and at the end).
         retrain_epochs: > 0 retrains a fresh knockoff on the transfer set (phase b) and
             reports its accuracy as ``knockoff_accuracy``.
+        checkpoint_every: journal every step into ``logdir`` and checkpoint every this many
+            steps, so that an interrupted attack can be resumed (see :mod:`agents.durable`).
+        resume: continue the interrupted attack journaled in ``logdir`` (same env, agent, seed).
     Returns:
         ``victim_accuracy``, ``knockoff_accuracy`` (retrained if asked, else online),
         ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``,
@@ -34,21 +39,31 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     """
     core = env.unwrapped
     start = time.perf_counter()
+    if (checkpoint_every or resume) and not logdir:
+        raise ValueError("checkpoint_every/resume need logdir, the run directory for the journal and checkpoints")
+    durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None
     obs, info = env.reset(seed=seed)
     agent.reset(seed)
+    step, done = 0, False
+    if durable:
+        obs, info, step, done = durable.start(obs, info, resume)
     log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__) if logdir else None
     total_steps = -(-core.budget // core.queries_per_step)
     policy_every = max(1, total_steps // POLICY_POINTS)
-    next_eval = eval_every or 0
-    step, curve = 0, []
-    with tqdm(total=core.budget, unit="query", disable=not progress, desc="attack") as bar:
-        while True:
+    next_eval = (info["queries"] // eval_every + 1) * eval_every if eval_every else 0
+    curve = []
+    with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress, desc="attack") as bar:
+        while not done:
             action = agent.act(obs, info)
             if log and step % policy_every == 0 and hasattr(agent, "coarse_probabilities"):
                 log.policy(info["queries"], agent.coarse_probabilities(np.asarray(info["action_mask"], bool)))
             obs, reward, terminated, truncated, info = env.step(action)
+            if durable:
+                durable.record(info["queries_this_step"])
             agent.update(action, reward, info)
             step += 1
+            if durable:
+                durable.checkpoint(step)
             bar.update(info["queries_this_step"])
             if log:
                 log.rewards(info["queries"], reward, info["rewards"])
@@ -61,9 +76,12 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
                     log.accuracy(info["queries"], accuracy)
             if terminated or truncated:
                 break
+    if durable:
+        durable.close()
     online = core.evaluate()
     attack_seconds = time.perf_counter() - start
     result = {"agent": type(agent).__name__, "seed": seed, "queries": info["queries"], "steps": step,
+              "victim_queries": core.victim.queries,
               "victim_accuracy": online["victim_accuracy"],
               "knockoff_accuracy_online": online["knockoff_accuracy"], "attack_seconds": attack_seconds,
               "accuracy_curve": curve + [(info["queries"], online["knockoff_accuracy"])]}
@@ -87,19 +105,11 @@ def _save_run(logdir: Path, env, core, model, result: dict) -> None:
     torch.save(model.state_dict(), logdir / "knockoff.pt")
     spec = getattr(env, "spec", None) or getattr(core, "spec", None)
     if spec is not None:
-        kwargs = {k: v for k, v in spec.kwargs.items() if _is_json(v)}
+        kwargs = {k: v for k, v in spec.kwargs.items() if is_json(v)}
         config = {"env_id": spec.id, "env_kwargs": kwargs, "agent": result["agent"], "seed": result["seed"],
                   "budget": core.budget}
         (logdir / "config.json").write_text(json.dumps(config, indent=2))
     (logdir / "summary.json").write_text(json.dumps(result, indent=2))
-
-
-def _is_json(value) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except TypeError:
-        return False
 
 
 def format_summary(result: dict) -> str:

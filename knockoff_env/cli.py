@@ -32,12 +32,45 @@ def env_options(args) -> dict:
     return options
 
 
+RUN_ARGS = "attack.json"  # the options of a durable run, read back by --resume
+
+
+def durable_args(args, parser: argparse.ArgumentParser):
+    """For ``--resume RUN_DIR``: the run's saved options (any option given again must agree).
+    For ``--checkpoint-every``: save the options into the run directory first."""
+    if args.resume:
+        path = Path(args.resume) / RUN_ARGS
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: --resume needs a run directory made by "
+                                    "`knockoff attack --logdir RUN_DIR --checkpoint-every N`")
+        saved = json.loads(path.read_text())
+        defaults = vars(parser.parse_args(["attack"]))
+        clash = [k for k, v in saved.items() if k in vars(args) and k != "logdir"
+                 and getattr(args, k) not in (defaults[k], v) and list(getattr(args, k) or []) != v]
+        if clash:
+            raise ValueError(f"--resume continues the run as it was started; drop or fix {clash} "
+                             f"(saved: {({k: saved[k] for k in clash})})")
+        saved["env_arg"] = [tuple(kv) for kv in saved["env_arg"]]
+        return argparse.Namespace(**{**vars(args), **saved, "logdir": args.resume})
+    if args.checkpoint_every is not None:
+        if not args.logdir:
+            raise ValueError("--checkpoint-every needs --logdir RUN_DIR: the journal and checkpoints go there")
+        run_dir = Path(args.logdir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        keep = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "json", "quiet")}
+        tmp = run_dir / (RUN_ARGS + ".tmp")
+        tmp.write_text(json.dumps(keep, indent=2))
+        tmp.replace(run_dir / RUN_ARGS)
+    return args
+
+
 def attack(args) -> int:
     import gymnasium as gym
 
     import knockoff_env  # noqa: F401  (registers the ids)
     from agents import format_summary, make_agent, run_attack
 
+    args = durable_args(args, build_parser())
     options = env_options(args)
     if args.agent in ("ppo", "a2c", "dqn", "maskable-ppo"):
         from agents.sb3 import ALGORITHMS, SB3Agent, train_sb3
@@ -51,7 +84,8 @@ def attack(args) -> int:
         bandit = {"alpha": args.alpha} if args.alpha is not None and args.agent.startswith("adaptive") else {}
         agent = make_agent(args.agent, env, seed=args.seed, **bandit)
     result = run_attack(env, agent, seed=args.seed, logdir=args.logdir, eval_every=args.eval_every,
-                        retrain_epochs=args.retrain_epochs, progress=not args.quiet)
+                        retrain_epochs=args.retrain_epochs, progress=not args.quiet,
+                        checkpoint_every=args.checkpoint_every, resume=bool(args.resume))
     print(format_summary(result))
     if args.logdir:
         print(f"\nlogs, figures and the transfer set are in {args.logdir}/ "
@@ -84,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=2000, help="env steps to train an SB3 agent first")
     p.add_argument("--env-arg", type=_env_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="any other env option, e.g. --env-arg data_root=~/data (repeatable)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="journal every query into --logdir and checkpoint every N steps (resumable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted attack in RUN_DIR")
     p.add_argument("--json", help="also write the summary to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=attack)

@@ -1,6 +1,7 @@
 """KnockoffEnv: the Knockoff Nets attack as a Gymnasium environment."""
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -11,10 +12,12 @@ from gymnasium import spaces
 from torch import nn
 from torch.utils.data import Subset
 
+from .checkpoint import load_checkpoint, save_checkpoint, text_tensor
 from .knockoff import OnlineKnockoff, build_model, predict, train_offline
 from .query_set import QuerySet, as_images_and_labels
 from .rewards import COMPONENTS, RewardFunction, parse_reward
 from .transfer_set import TransferSet
+from .validate import is_integer
 from .victim import BlackBox, resolve_device
 
 ACTION_MODES = ("hierarchical", "flat")
@@ -99,14 +102,14 @@ class KnockoffEnv(gym.Env):
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode={action_mode!r}; choose one of {ACTION_MODES}")
-        if isinstance(queries_per_step, bool) or int(queries_per_step) != queries_per_step or queries_per_step < 1:
+        if not is_integer(queries_per_step) or queries_per_step < 1:
             raise ValueError(f"queries_per_step={queries_per_step!r} must be a positive integer (paper: 4)")
         self.device = resolve_device(device)
         images, labels = as_images_and_labels(query_set, "query_set")
         self.query_set = QuerySet(images, labels, hierarchy, label_names)
         if budget is None:
             budget = len(self.query_set)
-        if isinstance(budget, bool) or int(budget) != budget or budget < 1:
+        if not is_integer(budget) or budget < 1:
             raise ValueError(f"budget={budget!r} must be a positive integer number of queries")
         if budget > len(self.query_set):
             raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
@@ -124,7 +127,8 @@ class KnockoffEnv(gym.Env):
             self.victim(self.query_set.fetch(np.zeros(1, np.int64)))
             self.victim.queries = 0
         self.num_classes = int(self.victim.num_classes)
-        self.rewards = RewardFunction(self.reward_weights, self.num_classes, diversity_window, self.device)
+        self.rewards = RewardFunction(self.reward_weights, self.num_classes, diversity_window, self.device,
+                                      max_queries=self.budget)
         self.transfer_set = TransferSet(self.budget, self.num_classes)
 
         qs = self.query_set
@@ -276,3 +280,62 @@ class KnockoffEnv(gym.Env):
         if self._victim_pred is None:
             self._victim_pred = predict(self.victim.victim, eval_data, self.device)
         return self._victim_pred
+
+    # --- checkpoints -----------------------------------------------------------------
+    def durable_config(self) -> dict[str, Any]:
+        """What a checkpoint of this env must agree with to be loaded into it."""
+        return {"budget": self.budget, "queries_per_step": self.queries_per_step,
+                "num_classes": self.num_classes, "query_set_size": len(self.query_set),
+                "labels": self.query_set.label_ids.tolist(), "action_mode": self.action_mode,
+                "reward": self.reward_weights, "diversity_window": self.rewards.window}
+
+    def state_dict(self, transfer_set: bool = True) -> dict[str, Any]:
+        """The episode's state as named arrays/tensors: pools, RNGs, knockoff, rewards, counters
+        and (unless ``transfer_set=False``, when a journal holds it) the transfer set."""
+        state = {"query_set.order": self.query_set.order, "query_set.cursor": self.query_set.cursor,
+                 "np_random": text_tensor(json.dumps(self.np_random.bit_generator.state)),
+                 "torch_rng": torch.get_rng_state(), "spent": np.int64(self.spent),
+                 "needs_reset": np.bool_(self._needs_reset), "last_normalised": self._last_normalised,
+                 "victim_queries": np.int64(self.victim.queries)}
+        state.update({f"knockoff.{k}": v for k, v in self.knockoff.state_dict().items()})
+        state.update({f"rewards.{k}": v for k, v in self.rewards.state_dict().items()})
+        if transfer_set:
+            indices, outputs = self.transfer_set.view()
+            state.update({"transfer_set.indices": indices, "transfer_set.outputs": outputs})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; without a saved transfer set the caller refills it."""
+        state = {k: v.numpy() if isinstance(v, torch.Tensor) and k != "torch_rng" and not k.startswith("knockoff.")
+                 else v for k, v in state.items()}
+        order, cursor = np.asarray(state["query_set.order"]), np.asarray(state["query_set.cursor"])
+        qs = self.query_set
+        if order.shape != qs.order.shape or cursor.shape != qs.cursor.shape \
+                or not np.array_equal(np.sort(order), np.arange(len(qs))) \
+                or (cursor < qs.pool_starts).any() or (cursor > qs.pool_ends).any():
+            raise ValueError("the saved query-set pools do not fit this query set; was the state saved "
+                             "from an env with another query set?")
+        qs.order, qs.cursor = order.astype(np.int64), cursor.astype(np.int64)
+        self.np_random.bit_generator.state = json.loads(np.asarray(state["np_random"], np.uint8).tobytes().decode())
+        torch.set_rng_state(torch.as_tensor(state["torch_rng"], dtype=torch.uint8))
+        self.knockoff.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("knockoff.")})
+        self.rewards.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("rewards.")})
+        self.spent, self._needs_reset = int(state["spent"]), bool(state["needs_reset"])
+        self._last_normalised[:] = state["last_normalised"]
+        self.victim.queries = int(state["victim_queries"])
+        self.transfer_set.clear()
+        if "transfer_set.indices" in state:
+            self.transfer_set.append(state["transfer_set.indices"], state["transfer_set.outputs"])
+
+    def save(self, path) -> None:
+        """Checkpoint the episode to ``path`` (tensors only; atomic; see :mod:`.checkpoint`)."""
+        save_checkpoint(path, self.state_dict(), self.durable_config())
+
+    def load(self, path) -> None:
+        """Continue the episode saved by :meth:`save`; refuses a damaged file or another env's."""
+        self.load_state_dict(load_checkpoint(path, self.durable_config()))
+
+    def observe(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The current observation and info, as :meth:`reset` returns them (e.g. after :meth:`load`)."""
+        remaining = self.query_set.remaining()
+        return self._observation(remaining), self._info(remaining)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from .rewards import soft_cross_entropy
+from .validate import is_finite_number, is_integer
 
 
 def build_model(knockoff: nn.Module | Callable[[], nn.Module]) -> nn.Module:
@@ -25,13 +26,17 @@ def build_model(knockoff: nn.Module | Callable[[], nn.Module]) -> nn.Module:
     return model
 
 
+MAX_LR = 10.0  # far above any useful step size; larger ones only overflow the weights
+
+
 class OnlineKnockoff:
     """F_A trained online: each step scores the batch with the current weights, then learns it."""
 
     def __init__(self, model: nn.Module, device: torch.device, lr: float = 5e-4, momentum: float = 0.5):
-        for name, value in (("knockoff_lr", lr), ("knockoff_momentum", momentum)):
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name}={value!r} must be a finite number ≥ 0")
+        if not is_finite_number(lr) or not 0 <= lr <= MAX_LR:
+            raise ValueError(f"knockoff_lr={lr!r} must be a number in [0, {MAX_LR}] (paper: 0.0005)")
+        if not is_finite_number(momentum) or not 0 <= momentum < 1:
+            raise ValueError(f"knockoff_momentum={momentum!r} must be a number in [0, 1) (paper: 0.5)")
         self.device, self.lr, self.momentum = device, lr, momentum
         self.model = model.to(device)
         self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -51,6 +56,23 @@ class OnlineKnockoff:
         loss.mean().backward()
         self.optimizer.step()
         return loss.detach()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights (``model.*``) and SGD momentum buffers (``momentum.<param index>``), tensors only."""
+        state = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
+            buffer = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buffer is not None:
+                state[f"momentum.{i}"] = buffer
+        return state
+
+    def load_state_dict(self, state) -> None:
+        """Restore what :meth:`state_dict` saved (the optimiser's hyperparameters come from the env)."""
+        self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum)
+        for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
+            if f"momentum.{i}" in state:
+                self.optimizer.state[p]["momentum_buffer"] = torch.as_tensor(state[f"momentum.{i}"]).to(p).clone()
 
 
 def _loader(data: Any, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
@@ -79,7 +101,7 @@ def train_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: tor
                   step_size: int = 60, gamma: float = 0.1, batch_size: int = 64, seed: int = 0,
                   progress: bool = False) -> nn.Module:
     """Phase (b): train ``model`` on the transfer set (images, victim outputs) with the paper's schedule."""
-    if int(epochs) != epochs or epochs < 1:
+    if not is_integer(epochs) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be a positive integer")
     model = model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .validate import is_integer
+
 Hierarchy = Mapping[str, Sequence[int]]
+INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
 def dataset_labels(dataset: Any) -> np.ndarray:
@@ -101,8 +104,8 @@ class QuerySet:
             if not members:
                 raise ValueError(f"coarse node {name!r} has no labels; drop it or give it at least one")
             for z in members:
-                if isinstance(z, bool) or int(z) != z:
-                    raise ValueError(f"coarse node {name!r}: label {z!r} is not an integer id")
+                if not is_integer(z) or not INT64_MIN <= z <= INT64_MAX:
+                    raise ValueError(f"coarse node {name!r}: label {z!r} is not an integer id (int64)")
                 z = int(z)
                 if z in seen:
                     raise ValueError(f"label {z} is in both coarse nodes {seen[z]!r} and {name!r}; "

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .validate import is_finite_number, is_integer
+
 COMPONENTS = ("certainty", "diversity", "loss")
 EPS = 1e-12
 
@@ -47,7 +49,7 @@ def parse_reward(reward: str | Sequence[str] | Mapping[str, float]) -> dict[str,
     if unknown:
         raise ValueError(f"unknown reward component(s) {unknown}; choose from 'all' or {COMPONENTS}")
     for name, w in weights.items():
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
+        if not is_finite_number(w) or w < 0:
             raise ValueError(f"reward weight for {name!r} must be a finite number ≥ 0, got {w!r}")
     weights = {k: float(w) for k, w in weights.items() if w > 0}
     if not weights:
@@ -64,16 +66,18 @@ class RewardFunction:
         window: Δ, the number of most recent queries (images, the current step's included)
             whose mean output ȳ the diversity reward compares against (paper: 25).
         device: where the window lives (the victim's device).
+        max_queries: the most queries an episode makes (the budget); a longer window holds
+            every query either way, so it is shortened to this and no memory is wasted.
     """
 
     def __init__(self, weights: Mapping[str, float], num_classes: int, window: int = 25,
-                 device: torch.device | str = "cpu"):
-        if int(window) != window or window < 1:
+                 device: torch.device | str = "cpu", max_queries: int | None = None):
+        if not is_integer(window) or window < 1:
             raise ValueError(f"diversity window Δ={window!r} must be a positive integer")
         if num_classes < 2:
             raise ValueError(f"the victim needs at least 2 classes for the certainty margin, got {num_classes}")
         self.weights = dict(weights)
-        self.window = int(window)
+        self.window = int(window) if max_queries is None else min(int(window), max_queries)
         self.buffer = torch.zeros(self.window, num_classes, device=device)
         self.reset()
 
@@ -99,6 +103,8 @@ class RewardFunction:
         raw = torch.stack([certainty(y).mean(), diversity(y, window_mean).mean(),
                            loss_per_image.mean().to(y.device)])
         raw = raw.cpu().numpy().astype(np.float64)
+        if not np.isfinite(raw[2]):
+            raise FloatingPointError("the knockoff's loss is not finite: it diverged; lower knockoff_lr")
         self.low = np.minimum(self.low, raw)
         self.high = np.maximum(self.high, raw)
         span = self.high - self.low

@@ -12,7 +12,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .validate import is_integer
+
 OUTPUT_MODES = ("probs", "top_k", "rounded", "label")
+MAX_DECIMALS = 30  # 10^30 × a probability stays finite in float32
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -69,11 +72,12 @@ class BlackBox:
             returns = "logits" if isinstance(victim, nn.Module) else "probs"
         if returns not in ("logits", "probs"):
             raise ValueError(f"returns={returns!r}: use 'logits' or 'probs'")
-        if output == "top_k" and (int(top_k) != top_k or top_k < 1):
+        if output == "top_k" and (not is_integer(top_k) or top_k < 1):
             raise ValueError(f"top_k={top_k!r} must be a positive integer")
-        if output == "rounded" and (int(decimals) != decimals or decimals < 0):
-            raise ValueError(f"decimals={decimals!r} must be a non-negative integer")
-        if int(batch_size) != batch_size or batch_size < 1:
+        if output == "rounded" and (not is_integer(decimals) or not 0 <= decimals <= MAX_DECIMALS):
+            raise ValueError(f"decimals={decimals!r} must be an integer from 0 to {MAX_DECIMALS} "
+                             "(float32 answers scaled by 10^decimals must not overflow)")
+        if not is_integer(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         self.device = resolve_device(device)
         self.victim = victim

@@ -1,10 +1,16 @@
 """Shared fixtures: a tiny synthetic world and a per-session cache for the digits victim."""
-import numpy as np
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 from torch import nn
 
 torch.set_num_threads(1)
+# CI replays the same property cases every run; locally hypothesis keeps exploring new ones.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,0 +1,156 @@
+"""Checkpoint and resume for :func:`agents.run_attack`: no paid query is lost or asked twice.
+
+A durable run keeps in its run directory
+
+* ``journal.bin`` — every step's (query-set indices, victim outputs), appended and fsynced
+  as soon as the step returns (:mod:`knockoff_env.journal`). It *is* the transfer set.
+* ``checkpoint.pt`` — every ``checkpoint_every`` steps, atomically: the env's state (pools
+  = ``order`` + ``cursor``, env and torch RNGs, knockoff weights and momentum, reward
+  window and normaliser, counters), the agent's state (preferences, baseline, RNG) and the
+  step count (:mod:`knockoff_env.checkpoint`). The transfer set is not copied into it.
+
+Resuming restores the last checkpoint (or, if none was written yet, the seeded reset),
+refills the transfer set from the journal records before it, then **replays** the records
+after it: the agent acts, the env steps, and the victim's answer is served from the
+journal instead of the victim. So the knockoff is retrained on the replayed records, the
+rewards and the agent learn from them, and the pools mark them spent, exactly as in the
+original run; on CPU the resumed run is bit-identical to an uninterrupted one. Every
+replayed step must draw exactly the journaled images, otherwise resuming stops with an
+error (it could only happen if the computation is not deterministic, e.g. some GPU kernels).
+
+The one unavoidable gap: a kill after the victim answered but before that step's record
+reached the disk (the knockoff's one SGD step and the reward) loses that step, whose
+images are then queried again on resume.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from knockoff_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from knockoff_env.journal import Journal
+from knockoff_env.validate import is_integer
+
+JOURNAL, CHECKPOINT = "journal.bin", "checkpoint.pt"
+AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step")
+
+
+def run_config(env, agent, seed: int) -> dict:
+    """What a journal or checkpoint must agree with: env id and options, budget, agent, seed."""
+    core = env.unwrapped
+    spec = getattr(env, "spec", None) or getattr(core, "spec", None)
+    kwargs = {k: v for k, v in (spec.kwargs if spec else {}).items() if is_json(v)}
+    return {**core.durable_config(), "env_id": spec.id if spec else None, "env_kwargs": kwargs,
+            "agent": type(agent).__name__, "seed": seed,
+            "agent_options": {k: getattr(agent, k) for k in AGENT_OPTIONS if hasattr(agent, k)}}
+
+
+class DurableRun:
+    """Journals every step and checkpoints every ``checkpoint_every`` steps into ``run_dir``."""
+
+    def __init__(self, run_dir: str | Path, env, agent, seed: int, checkpoint_every: int | None):
+        if checkpoint_every is not None and (not is_integer(checkpoint_every) or checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive number of steps")
+        if not callable(getattr(agent, "state_dict", None)):
+            raise ValueError(f"{type(agent).__name__} has no state_dict(), so it cannot be checkpointed; "
+                             "use a gradient-bandit or random agent for durable runs")
+        self.dir, self.env, self.core, self.agent = Path(run_dir), env, env.unwrapped, agent
+        self.every = checkpoint_every
+        self.config = run_config(env, agent, seed)
+        self.journal: Journal | None = None
+
+    def start(self, obs, info, resume: bool):
+        """After the seeded reset: a new journal, or the resumed state. Returns obs, info, step, done."""
+        if not resume:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.journal = Journal.create(self.dir / JOURNAL, self.config, self.core.queries_per_step,
+                                          self.core.num_classes)
+            return obs, info, 0, False
+        self.journal, records = Journal.open(self.dir / JOURNAL, self.config)
+        step = self._restore(records)
+        if step:
+            obs, info = self.core.observe()
+        done = step > 0 and (self.core.spent >= self.core.budget or not self.core.query_set.remaining().any())
+        for record in records[step:]:
+            obs, info, done = self._replay(record, obs, info, step)
+            step += 1
+        return obs, info, step, done
+
+    def _restore(self, records: np.ndarray) -> int:
+        """Load the checkpoint, if any, and refill the transfer set before it; its step count."""
+        path = self.dir / CHECKPOINT
+        if not path.exists():
+            return 0
+        state = load_checkpoint(path, self.config)
+        step = int(state.pop("run.step"))
+        if step > len(records):
+            raise CheckpointError(f"{path} is at step {step} but {self.dir / JOURNAL} holds only {len(records)} "
+                                  "steps: the journal lost records, so the transfer set cannot be rebuilt")
+        self.core.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("env.")})
+        self.agent.load_state_dict({k[6:]: v.numpy() for k, v in state.items() if k.startswith("agent.")})
+        for record in records[:step]:
+            n = int(record["n"])
+            self.core.transfer_set.append(record["indices"][:n], record["outputs"][:n])
+        if len(self.core.transfer_set) != self.core.spent:
+            raise CheckpointError(f"{path} counts {self.core.spent} queries but the journal's first {step} steps "
+                                  f"hold {len(self.core.transfer_set)}; the files come from different runs")
+        return step
+
+    def _replay(self, record, obs, info, step: int):
+        """One journaled step through agent and env, answered from the journal, not the victim."""
+        n = int(record["n"])
+        action = self.agent.act(obs, info)
+        victim = self.core.victim
+        self.core.victim = _JournaledAnswers(victim, record["outputs"][:n])
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+        finally:
+            self.core.victim = victim
+        if not np.array_equal(self.core.transfer_set.view()[0][-n:], record["indices"][:n]):
+            raise CheckpointError(f"replaying step {step} drew other images than the journal records: the run "
+                                  "is not reproducible here (non-deterministic kernels?), so it cannot resume")
+        self.agent.update(action, reward, info)
+        return obs, info, terminated or truncated
+
+    def record(self, queries_this_step: int) -> None:
+        """Journal the step that just returned."""
+        indices, outputs = self.core.transfer_set.view()
+        self.journal.append(indices[-queries_this_step:], outputs[-queries_this_step:])
+
+    def checkpoint(self, step: int) -> None:
+        """Every ``checkpoint_every`` steps, save env + agent state atomically."""
+        if self.every and step % self.every == 0:
+            state = {"run.step": np.int64(step)}
+            state.update({f"env.{k}": v for k, v in self.core.state_dict(transfer_set=False).items()})
+            state.update({f"agent.{k}": v for k, v in self.agent.state_dict().items()})
+            save_checkpoint(self.dir / CHECKPOINT, state, self.config)
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+
+
+class _JournaledAnswers:
+    """Stands in for the victim during replay: returns the journaled answers and counts them as paid."""
+
+    def __init__(self, victim, outputs: np.ndarray):
+        self.victim, self.outputs = victim, outputs
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if len(images) != len(self.outputs):
+            raise CheckpointError(f"replay asked for {len(images)} answers where the journal holds "
+                                  f"{len(self.outputs)}; the journal belongs to another run")
+        self.victim.queries += len(images)
+        return torch.from_numpy(self.outputs.copy()).to(self.victim.device)
+
+
+def is_json(value) -> bool:
+    """Whether ``value`` survives JSON (only such env options go into configs)."""
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False

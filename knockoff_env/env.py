@@ -15,7 +15,7 @@ from .knockoff import OnlineKnockoff, build_model, predict, train_offline
 from .query_set import QuerySet, as_images_and_labels
 from .rewards import COMPONENTS, RewardFunction, parse_reward
 from .transfer_set import TransferSet
-from .victim import BlackBox, resolve_device
+from .victim import BlackBox, raise_not_finite, resolve_device
 
 ACTION_MODES = ("hierarchical", "flat")
 
@@ -68,6 +68,9 @@ class KnockoffEnv(gym.Env):
     reward: see Rewards. diversity_window: Δ = 25 (paper). knockoff_lr: 0.0005 and
     knockoff_momentum: 0.5 (paper, online phase). output / top_k / decimals: the victim's
     output mode (paper default full probabilities). device: ``"auto"`` = CUDA if present.
+    bf16 / channels_last: bfloat16 autocast and channels-last batches for both models (off by
+    default; worth it on CUDA). fetch_workers / pin_memory: threads decoding a Dataset query
+    set's images, and page-locked batches for asynchronous copies to the GPU.
     """
 
     metadata = {"render_modes": []}
@@ -94,6 +97,10 @@ class KnockoffEnv(gym.Env):
         label_names: Mapping[int, str] | None = None,
         device: str | torch.device = "auto",
         render_mode: str | None = None,
+        bf16: bool = False,
+        channels_last: bool = False,
+        fetch_workers: int = 0,
+        pin_memory: bool = False,
     ):
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
@@ -103,7 +110,7 @@ class KnockoffEnv(gym.Env):
             raise ValueError(f"queries_per_step={queries_per_step!r} must be a positive integer (paper: 4)")
         self.device = resolve_device(device)
         images, labels = as_images_and_labels(query_set, "query_set")
-        self.query_set = QuerySet(images, labels, hierarchy, label_names)
+        self.query_set = QuerySet(images, labels, hierarchy, label_names, fetch_workers, pin_memory)
         if budget is None:
             budget = len(self.query_set)
         if isinstance(budget, bool) or int(budget) != budget or budget < 1:
@@ -112,13 +119,16 @@ class KnockoffEnv(gym.Env):
             raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
                              "each image is queried at most once, so lower the budget or enlarge P_A")
         self.victim = victim if isinstance(victim, BlackBox) else BlackBox(
-            victim, num_classes=num_classes, output=output, top_k=top_k, decimals=decimals, device=self.device)
+            victim, num_classes=num_classes, output=output, top_k=top_k, decimals=decimals, device=self.device,
+            bf16=bf16, channels_last=channels_last)
         self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
         self.budget, self.queries_per_step = int(budget), int(queries_per_step)
         self.action_mode = action_mode
         self.reward_weights = parse_reward(reward)
         self._knockoff_source = knockoff
-        self.knockoff = OnlineKnockoff(build_model(knockoff), self.device, knockoff_lr, knockoff_momentum)
+        self._precision = {"bf16": bf16, "channels_last": channels_last}
+        self.knockoff = OnlineKnockoff(build_model(knockoff), self.device, knockoff_lr, knockoff_momentum,
+                                       **self._precision)
 
         if self.victim.num_classes is None:  # one probe query, not counted against the budget
             self.victim(self.query_set.fetch(np.zeros(1, np.int64)))
@@ -137,6 +147,7 @@ class KnockoffEnv(gym.Env):
         self._label_totals = np.maximum(qs.pool_sizes, 1)
         self._coarse_totals = np.maximum(qs.coarse_remaining(qs.pool_sizes), 1)
         self._last_normalised = np.zeros(len(COMPONENTS), np.float32)
+        self._window_mean = np.zeros(self.num_classes, np.float32)
         self._victim_pred: np.ndarray | None = None
         self.spent = 0
         self._needs_reset = True
@@ -148,12 +159,13 @@ class KnockoffEnv(gym.Env):
             torch.manual_seed(seed)
             if not isinstance(self._knockoff_source, nn.Module):
                 self.knockoff = OnlineKnockoff(build_model(self._knockoff_source), self.device,
-                                               self.knockoff.lr, self.knockoff.momentum)
+                                               self.knockoff.lr, self.knockoff.momentum, **self._precision)
         self.knockoff.reset()
         self.query_set.reset(self.np_random)
         self.rewards.reset()
         self.transfer_set.clear()
         self._last_normalised[:] = 0
+        self._window_mean[:] = 0
         self.spent = 0
         self._needs_reset = False
         remaining = self.query_set.remaining()
@@ -166,10 +178,19 @@ class KnockoffEnv(gym.Env):
         n = min(self.queries_per_step, self.budget - self.spent)
         index = self.query_set.draw(position, n)
         images = self.query_set.fetch(index)
-        answers = self.victim(images)
+        eager_check = self.device.type == "cpu"  # free there; on a GPU it would be an extra sync
+        answers = self.victim(images, check_finite=eager_check)
         loss = self.knockoff.step(images, answers)  # scored before the update, then learned
-        reward, parts = self.rewards(answers, loss)
-        self.transfer_set.append(index, answers.cpu().numpy())
+        raw, window_mean = self.rewards.measure(answers, loss)
+        # the step's one device→host copy: reward components, ȳ and the answers together
+        host = torch.cat([raw, window_mean, answers.reshape(-1)]).cpu().numpy()
+        k = self.num_classes
+        outputs = host[3 + k:].reshape(-1, k)
+        if not eager_check and not np.isfinite(outputs).all():
+            raise_not_finite()
+        reward, parts = self.rewards.score(host[:3])
+        self.transfer_set.append(index, outputs)
+        self._window_mean[:] = host[3:3 + k]
         self.spent += len(index)
         self._last_normalised[:] = [parts[f"{c}_normalised"] for c in COMPONENTS]
 
@@ -229,7 +250,7 @@ class KnockoffEnv(gym.Env):
             qs.coarse_remaining(remaining) / self._coarse_totals,
             remaining / self._label_totals,
             self._last_normalised,
-            self.rewards.buffer[:max(self.rewards.filled, 1)].mean(0).cpu().numpy(),
+            self._window_mean,
         ]).astype(np.float32)
 
     def _info(self, remaining: np.ndarray) -> dict[str, Any]:

@@ -26,14 +26,20 @@ def build_model(knockoff: nn.Module | Callable[[], nn.Module]) -> nn.Module:
 
 
 class OnlineKnockoff:
-    """F_A trained online: each step scores the batch with the current weights, then learns it."""
+    """F_A trained online: each step scores the batch with the current weights, then learns it.
 
-    def __init__(self, model: nn.Module, device: torch.device, lr: float = 5e-4, momentum: float = 0.5):
+    ``bf16`` runs the forward pass under bfloat16 autocast (the loss and the weights stay
+    float32); ``channels_last`` converts the model and 4-d batches to that memory format.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, lr: float = 5e-4, momentum: float = 0.5,
+                 bf16: bool = False, channels_last: bool = False):
         for name, value in (("knockoff_lr", lr), ("knockoff_momentum", momentum)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name}={value!r} must be a finite number ≥ 0")
         self.device, self.lr, self.momentum = device, lr, momentum
-        self.model = model.to(device)
+        self.bf16, self.channels_last = bool(bf16), bool(channels_last)
+        self.model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
         self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
 
@@ -44,8 +50,13 @@ class OnlineKnockoff:
 
     def step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One SGD step on soft labels; returns the per-image loss of the weights *before* it."""
-        self.model.train()
-        logits = self.model(images.to(self.device, non_blocking=True))
+        if not self.model.training:
+            self.model.train()
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            logits = self.model(images)
         loss = soft_cross_entropy(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()

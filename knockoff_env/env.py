@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +18,14 @@ from .transfer_set import TransferSet
 from .victim import BlackBox, raise_not_finite, resolve_device
 
 ACTION_MODES = ("hierarchical", "flat")
+
+
+class Query(NamedTuple):
+    """One step's draw: the label queried, whether the action was redrawn, image indices, images."""
+    position: int
+    resolved: bool
+    index: np.ndarray
+    images: torch.Tensor
 
 
 class KnockoffEnv(gym.Env):
@@ -172,21 +180,31 @@ class KnockoffEnv(gym.Env):
         return self._observation(remaining), self._info(remaining)
 
     def step(self, action):
+        query = self.prepare(action)
+        eager_check = self.device.type == "cpu"  # free there; on a GPU it would be an extra sync
+        return self.learn(query, self.victim(query.images, check_finite=eager_check), eager_check)
+
+    # --- the two halves of a step (MultiKnockoff queries the victim for many envs at once) ---
+    def prepare(self, action) -> "Query":
+        """Resolve ``action``, draw the step's images and fetch them: everything before the victim."""
         if self._needs_reset:
             raise RuntimeError("the episode is over (or never started); call reset() before step()")
         position, resolved = self._resolve(action)
         n = min(self.queries_per_step, self.budget - self.spent)
         index = self.query_set.draw(position, n)
-        images = self.query_set.fetch(index)
-        eager_check = self.device.type == "cpu"  # free there; on a GPU it would be an extra sync
-        answers = self.victim(images, check_finite=eager_check)
-        loss = self.knockoff.step(images, answers)  # scored before the update, then learned
+        return Query(position, resolved, index, self.query_set.fetch(index))
+
+    def learn(self, query: "Query", answers: torch.Tensor, checked: bool = False):
+        """Everything after the victim: knockoff step, rewards, transfer set, observation.
+        ``checked``: the answers were already checked for NaN/inf (else it is done on the host)."""
+        index, position = query.index, query.position
+        loss = self.knockoff.step(query.images, answers)  # scored before the update, then learned
         raw, window_mean = self.rewards.measure(answers, loss)
         # the step's one device→host copy: reward components, ȳ and the answers together
         host = torch.cat([raw, window_mean, answers.reshape(-1)]).cpu().numpy()
         k = self.num_classes
         outputs = host[3 + k:].reshape(-1, k)
-        if not eager_check and not np.isfinite(outputs).all():
+        if not checked and not np.isfinite(outputs).all():
             raise_not_finite()
         reward, parts = self.rewards.score(host[:3])
         self.transfer_set.append(index, outputs)
@@ -198,7 +216,7 @@ class KnockoffEnv(gym.Env):
         terminated = self.spent >= self.budget or not remaining.any()
         self._needs_reset = terminated
         info = self._info(remaining)
-        info.update(rewards=parts, resolved=resolved, label_position=position,
+        info.update(rewards=parts, resolved=query.resolved, label_position=position,
                     label=int(self.query_set.label_ids[position]),
                     coarse_index=int(self.query_set.coarse_of_label[position]),
                     queries_this_step=len(index))

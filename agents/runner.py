@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from .attack_log import AttackLog
 
 POLICY_POINTS = 200  # policy snapshots logged per episode
+REWARD_POINTS = 1000  # reward points logged per episode (each the mean of its block of steps)
 
 
 def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, eval_every: int | None = None,
@@ -35,8 +36,9 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
     agent.reset(seed)
-    log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__) if logdir else None
     total_steps = -(-core.budget // core.queries_per_step)
+    log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__,
+                    reward_every=max(1, total_steps // REWARD_POINTS)) if logdir else None
     policy_every = max(1, total_steps // POLICY_POINTS)
     next_eval = eval_every or 0
     step = 0

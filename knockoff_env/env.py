@@ -192,7 +192,8 @@ class KnockoffEnv(gym.Env):
         position, resolved = self._resolve(action)
         n = min(self.queries_per_step, self.budget - self.spent)
         index = self.query_set.draw(position, n)
-        return Query(position, resolved, index, self.query_set.fetch(index))
+        images = self.query_set.fetch(index).to(self.device, non_blocking=True)  # once, for both models
+        return Query(position, resolved, index, images)
 
     def learn(self, query: "Query", answers: torch.Tensor, checked: bool = False):
         """Everything after the victim: knockoff step, rewards, transfer set, observation.

@@ -103,15 +103,13 @@ class DurableRun:
         """One journaled step through agent and env, answered from the journal, not the victim."""
         n = int(record["n"])
         action = self.agent.act(obs, info)
-        victim = self.core.victim
-        self.core.victim = _JournaledAnswers(victim, record["outputs"][:n])
-        try:
-            obs, reward, terminated, truncated, info = self.env.step(action)
-        finally:
-            self.core.victim = victim
-        if not np.array_equal(self.core.transfer_set.view()[0][-n:], record["indices"][:n]):
+        query = self.core.prepare(action)
+        if not np.array_equal(query.index, record["indices"][:n]):
             raise CheckpointError(f"replaying step {step} drew other images than the journal records: the run "
                                   "is not reproducible here (non-deterministic kernels?), so it cannot resume")
+        self.core.victim.queries += n  # paid before the interruption
+        answers = torch.from_numpy(record["outputs"][:n].copy()).to(self.core.device)
+        obs, reward, terminated, truncated, info = self.core.learn(query, answers)
         self.agent.update(action, reward, info)
         return obs, info, terminated or truncated
 
@@ -131,20 +129,6 @@ class DurableRun:
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
-
-
-class _JournaledAnswers:
-    """Stands in for the victim during replay: returns the journaled answers and counts them as paid."""
-
-    def __init__(self, victim, outputs: np.ndarray):
-        self.victim, self.outputs = victim, outputs
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) != len(self.outputs):
-            raise CheckpointError(f"replay asked for {len(images)} answers where the journal holds "
-                                  f"{len(self.outputs)}; the journal belongs to another run")
-        self.victim.queries += len(images)
-        return torch.from_numpy(self.outputs.copy()).to(self.victim.device)
 
 
 def is_json(value) -> bool:

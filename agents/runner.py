@@ -13,6 +13,7 @@ from .attack_log import AttackLog
 from .durable import DurableRun, is_json
 
 POLICY_POINTS = 200  # policy snapshots logged per episode
+REWARD_POINTS = 1000  # reward points logged per episode (each the mean of its block of steps)
 
 
 def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, eval_every: int | None = None,
@@ -47,8 +48,9 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     step, done = 0, False
     if durable:
         obs, info, step, done = durable.start(obs, info, resume)
-    log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__) if logdir else None
     total_steps = -(-core.budget // core.queries_per_step)
+    log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__,
+                    reward_every=max(1, total_steps // REWARD_POINTS)) if logdir else None
     policy_every = max(1, total_steps // POLICY_POINTS)
     next_eval = (info["queries"] // eval_every + 1) * eval_every if eval_every else 0
     curve = []

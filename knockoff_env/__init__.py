@@ -6,6 +6,7 @@ imports and registers in one go.
 """
 from gymnasium.envs.registration import register, registry
 
+from . import fork_safety  # noqa: F401  (registers the at-fork handler)
 from .env import KnockoffEnv
 from .knockoff import OnlineKnockoff, train_offline
 from .query_set import QuerySet

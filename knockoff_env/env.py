@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -18,9 +18,17 @@ from .query_set import QuerySet, as_images_and_labels
 from .rewards import COMPONENTS, RewardFunction, parse_reward
 from .transfer_set import TransferSet
 from .validate import is_integer
-from .victim import BlackBox, resolve_device
+from .victim import BlackBox, raise_not_finite, resolve_device
 
 ACTION_MODES = ("hierarchical", "flat")
+
+
+class Query(NamedTuple):
+    """One step's draw: the label queried, whether the action was redrawn, image indices, images."""
+    position: int
+    resolved: bool
+    index: np.ndarray
+    images: torch.Tensor
 
 
 class KnockoffEnv(gym.Env):
@@ -71,6 +79,9 @@ class KnockoffEnv(gym.Env):
     reward: see Rewards. diversity_window: Δ = 25 (paper). knockoff_lr: 0.0005 and
     knockoff_momentum: 0.5 (paper, online phase). output / top_k / decimals: the victim's
     output mode (paper default full probabilities). device: ``"auto"`` = CUDA if present.
+    bf16 / channels_last: bfloat16 autocast and channels-last batches for both models (off by
+    default; worth it on CUDA). fetch_workers / pin_memory: threads decoding a Dataset query
+    set's images, and page-locked batches for asynchronous copies to the GPU.
     """
 
     metadata = {"render_modes": []}
@@ -97,6 +108,10 @@ class KnockoffEnv(gym.Env):
         label_names: Mapping[int, str] | None = None,
         device: str | torch.device = "auto",
         render_mode: str | None = None,
+        bf16: bool = False,
+        channels_last: bool = False,
+        fetch_workers: int = 0,
+        pin_memory: bool = False,
     ):
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
@@ -106,7 +121,7 @@ class KnockoffEnv(gym.Env):
             raise ValueError(f"queries_per_step={queries_per_step!r} must be a positive integer (paper: 4)")
         self.device = resolve_device(device)
         images, labels = as_images_and_labels(query_set, "query_set")
-        self.query_set = QuerySet(images, labels, hierarchy, label_names)
+        self.query_set = QuerySet(images, labels, hierarchy, label_names, fetch_workers, pin_memory)
         if budget is None:
             budget = len(self.query_set)
         if not is_integer(budget) or budget < 1:
@@ -115,13 +130,16 @@ class KnockoffEnv(gym.Env):
             raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
                              "each image is queried at most once, so lower the budget or enlarge P_A")
         self.victim = victim if isinstance(victim, BlackBox) else BlackBox(
-            victim, num_classes=num_classes, output=output, top_k=top_k, decimals=decimals, device=self.device)
+            victim, num_classes=num_classes, output=output, top_k=top_k, decimals=decimals, device=self.device,
+            bf16=bf16, channels_last=channels_last)
         self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
         self.budget, self.queries_per_step = int(budget), int(queries_per_step)
         self.action_mode = action_mode
         self.reward_weights = parse_reward(reward)
         self._knockoff_source = knockoff
-        self.knockoff = OnlineKnockoff(build_model(knockoff), self.device, knockoff_lr, knockoff_momentum)
+        self._precision = {"bf16": bf16, "channels_last": channels_last}
+        self.knockoff = OnlineKnockoff(build_model(knockoff), self.device, knockoff_lr, knockoff_momentum,
+                                       **self._precision)
 
         if self.victim.num_classes is None:  # one probe query, not counted against the budget
             self.victim(self.query_set.fetch(np.zeros(1, np.int64)))
@@ -141,6 +159,7 @@ class KnockoffEnv(gym.Env):
         self._label_totals = np.maximum(qs.pool_sizes, 1)
         self._coarse_totals = np.maximum(qs.coarse_remaining(qs.pool_sizes), 1)
         self._last_normalised = np.zeros(len(COMPONENTS), np.float32)
+        self._window_mean = np.zeros(self.num_classes, np.float32)
         self._victim_pred: np.ndarray | None = None
         self.spent = 0
         self._needs_reset = True
@@ -152,28 +171,49 @@ class KnockoffEnv(gym.Env):
             torch.manual_seed(seed)
             if not isinstance(self._knockoff_source, nn.Module):
                 self.knockoff = OnlineKnockoff(build_model(self._knockoff_source), self.device,
-                                               self.knockoff.lr, self.knockoff.momentum)
+                                               self.knockoff.lr, self.knockoff.momentum, **self._precision)
         self.knockoff.reset()
         self.query_set.reset(self.np_random)
         self.rewards.reset()
         self.transfer_set.clear()
         self._last_normalised[:] = 0
+        self._window_mean[:] = 0
         self.spent = 0
         self._needs_reset = False
         remaining = self.query_set.remaining()
         return self._observation(remaining), self._info(remaining)
 
     def step(self, action):
+        query = self.prepare(action)
+        eager_check = self.device.type == "cpu"  # free there; on a GPU it would be an extra sync
+        return self.learn(query, self.victim(query.images, check_finite=eager_check), eager_check)
+
+    # --- the two halves of a step (MultiKnockoff queries the victim for many envs at once) ---
+    def prepare(self, action) -> "Query":
+        """Resolve ``action``, draw the step's images and fetch them: everything before the victim."""
         if self._needs_reset:
             raise RuntimeError("the episode is over (or never started); call reset() before step()")
         position, resolved = self._resolve(action)
         n = min(self.queries_per_step, self.budget - self.spent)
         index = self.query_set.draw(position, n)
-        images = self.query_set.fetch(index)
-        answers = self.victim(images)
-        loss = self.knockoff.step(images, answers)  # scored before the update, then learned
-        reward, parts = self.rewards(answers, loss)
-        self.transfer_set.append(index, answers.cpu().numpy())
+        images = self.query_set.fetch(index).to(self.device, non_blocking=True)  # once, for both models
+        return Query(position, resolved, index, images)
+
+    def learn(self, query: "Query", answers: torch.Tensor, checked: bool = False):
+        """Everything after the victim: knockoff step, rewards, transfer set, observation.
+        ``checked``: the answers were already checked for NaN/inf (else it is done on the host)."""
+        index, position = query.index, query.position
+        loss = self.knockoff.step(query.images, answers)  # scored before the update, then learned
+        raw, window_mean = self.rewards.measure(answers, loss)
+        # the step's one device→host copy: reward components, ȳ and the answers together
+        host = torch.cat([raw, window_mean, answers.reshape(-1)]).cpu().numpy()
+        k = self.num_classes
+        outputs = host[3 + k:].reshape(-1, k)
+        if not checked and not np.isfinite(outputs).all():
+            raise_not_finite()
+        reward, parts = self.rewards.score(host[:3])
+        self.transfer_set.append(index, outputs)
+        self._window_mean[:] = host[3:3 + k]
         self.spent += len(index)
         self._last_normalised[:] = [parts[f"{c}_normalised"] for c in COMPONENTS]
 
@@ -181,7 +221,7 @@ class KnockoffEnv(gym.Env):
         terminated = self.spent >= self.budget or not remaining.any()
         self._needs_reset = terminated
         info = self._info(remaining)
-        info.update(rewards=parts, resolved=resolved, label_position=position,
+        info.update(rewards=parts, resolved=query.resolved, label_position=position,
                     label=int(self.query_set.label_ids[position]),
                     coarse_index=int(self.query_set.coarse_of_label[position]),
                     queries_this_step=len(index))
@@ -233,7 +273,7 @@ class KnockoffEnv(gym.Env):
             qs.coarse_remaining(remaining) / self._coarse_totals,
             remaining / self._label_totals,
             self._last_normalised,
-            self.rewards.buffer[:max(self.rewards.filled, 1)].mean(0).cpu().numpy(),
+            self._window_mean,
         ]).astype(np.float32)
 
     def _info(self, remaining: np.ndarray) -> dict[str, Any]:

@@ -30,15 +30,21 @@ MAX_LR = 10.0  # far above any useful step size; larger ones only overflow the w
 
 
 class OnlineKnockoff:
-    """F_A trained online: each step scores the batch with the current weights, then learns it."""
+    """F_A trained online: each step scores the batch with the current weights, then learns it.
 
-    def __init__(self, model: nn.Module, device: torch.device, lr: float = 5e-4, momentum: float = 0.5):
+    ``bf16`` runs the forward pass under bfloat16 autocast (the loss and the weights stay
+    float32); ``channels_last`` converts the model and 4-d batches to that memory format.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, lr: float = 5e-4, momentum: float = 0.5,
+                 bf16: bool = False, channels_last: bool = False):
         if not is_finite_number(lr) or not 0 <= lr <= MAX_LR:
             raise ValueError(f"knockoff_lr={lr!r} must be a number in [0, {MAX_LR}] (paper: 0.0005)")
         if not is_finite_number(momentum) or not 0 <= momentum < 1:
             raise ValueError(f"knockoff_momentum={momentum!r} must be a number in [0, 1) (paper: 0.5)")
         self.device, self.lr, self.momentum = device, lr, momentum
-        self.model = model.to(device)
+        self.bf16, self.channels_last = bool(bf16), bool(channels_last)
+        self.model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
         self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
 
@@ -49,8 +55,13 @@ class OnlineKnockoff:
 
     def step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One SGD step on soft labels; returns the per-image loss of the weights *before* it."""
-        self.model.train()
-        logits = self.model(images.to(self.device, non_blocking=True))
+        if not self.model.training:
+            self.model.train()
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            logits = self.model(images)
         loss = soft_cross_entropy(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .fetch import ImageFetcher
 from .validate import is_integer
 
 Hierarchy = Mapping[str, Sequence[int]]
@@ -49,13 +50,6 @@ def as_images_and_labels(data: Any, what: str) -> tuple[torch.Tensor | Dataset, 
                     f"got {type(data).__name__}")
 
 
-def fetch_images(images: torch.Tensor | Dataset, index: np.ndarray) -> torch.Tensor:
-    """The images at ``index`` as one batch tensor."""
-    if isinstance(images, torch.Tensor):
-        return images[torch.from_numpy(index)]
-    return torch.stack([torch.as_tensor(images[int(i)][0]) for i in index])
-
-
 class QuerySet:
     """P_A with its hierarchy root → coarse nodes → labels and per-label pools.
 
@@ -66,10 +60,12 @@ class QuerySet:
             a single coarse node ``"all"`` holding every label. A label listed here that has
             no image is a valid but always-exhausted action.
         label_names: optional ``{label id: name}`` for logs.
+        fetch_workers, pin_memory: how images are gathered (see :class:`ImageFetcher`).
     """
 
     def __init__(self, images, labels: np.ndarray, hierarchy: Hierarchy | None = None,
-                 label_names: Mapping[int, str] | None = None):
+                 label_names: Mapping[int, str] | None = None, fetch_workers: int = 0,
+                 pin_memory: bool = False):
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels) == 0:
             raise ValueError("the query set is empty; it needs at least one image")
@@ -82,6 +78,7 @@ class QuerySet:
         self.coarse_of_label = np.repeat(np.arange(len(sizes)), sizes)
         self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
         self.images = images
+        self.fetch = ImageFetcher(images, fetch_workers, pin_memory)
 
         # position of every image's label in the hierarchy's flat order
         sorter = np.argsort(self.label_ids)
@@ -151,9 +148,6 @@ class QuerySet:
         stop = min(start + n, self.pool_ends[position])
         self.cursor[position] = stop
         return self.order[start:stop]
-
-    def fetch(self, index: np.ndarray) -> torch.Tensor:
-        return fetch_images(self.images, index)
 
     def position(self, coarse: int, slot: int) -> int:
         """Flat position of label ``slot`` of coarse node ``coarse``; -1 when the slot does not exist."""

@@ -77,6 +77,7 @@ class RewardFunction:
         if num_classes < 2:
             raise ValueError(f"the victim needs at least 2 classes for the certainty margin, got {num_classes}")
         self.weights = dict(weights)
+        self._total = sum(self.weights.values())
         self.window = int(window) if max_queries is None else min(int(window), max_queries)
         self.buffer = torch.zeros(self.window, num_classes, device=device)
         self.reset()
@@ -89,36 +90,45 @@ class RewardFunction:
         self.high = np.full(len(COMPONENTS), -np.inf)
 
     def _remember(self, y: torch.Tensor) -> torch.Tensor:
-        """Push the step's answers into the window; return the window mean ȳ."""
+        """Push the step's answers into the window (at most two slice copies); return ȳ."""
         y = y[-self.window:]
-        slots = (self.head + torch.arange(len(y), device=self.buffer.device)) % self.window
-        self.buffer[slots] = y
-        self.head = (self.head + len(y)) % self.window
-        self.filled = min(self.filled + len(y), self.window)
-        return self.buffer[:self.filled].mean(0)
+        n = len(y)
+        first = min(n, self.window - self.head)
+        self.buffer[self.head:self.head + first] = y[:first]
+        if first < n:
+            self.buffer[:n - first] = y[first:]
+        self.head = (self.head + n) % self.window
+        self.filled = min(self.filled + n, self.window)
+        return self.buffer.sum(0) / self.filled  # rows not yet filled are zero
 
-    def __call__(self, y: torch.Tensor, loss_per_image: torch.Tensor) -> tuple[float, dict[str, float]]:
-        """Step reward and every component raw and normalised, from answers ``y`` (n, K)."""
+    def measure(self, y: torch.Tensor, loss_per_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw components ``(certainty, diversity, loss)`` and the window mean ȳ, both left on
+        the answers' device so the caller can bring them to the host in one copy."""
         window_mean = self._remember(y)
         raw = torch.stack([certainty(y).mean(), diversity(y, window_mean).mean(),
-                           loss_per_image.mean().to(y.device)])
-        raw = raw.cpu().numpy().astype(np.float64)
-        if not np.isfinite(raw[2]):
+                           loss_per_image.mean().to(y.device, torch.float32)])
+        return raw, window_mean
+
+    def score(self, raw: np.ndarray) -> tuple[float, dict[str, float]]:
+        """Step reward and every component raw and normalised, from the host copy of :meth:`measure`."""
+        values = [float(v) for v in raw]
+        if not np.isfinite(values[2]):
             raise FloatingPointError("the knockoff's loss is not finite: it diverged; lower knockoff_lr")
-        self.low = np.minimum(self.low, raw)
-        self.high = np.maximum(self.high, raw)
-        span = self.high - self.low
-        normalised = np.where(span > 0, (raw - self.low) / np.where(span > 0, span, 1.0), 0.5)
         parts = {}
-        for i, name in enumerate(COMPONENTS):
-            parts[name] = float(raw[i])
-            parts[f"{name}_normalised"] = float(normalised[i])
+        for i, (name, value) in enumerate(zip(COMPONENTS, values)):
+            low, high = min(self.low[i], value), max(self.high[i], value)
+            self.low[i], self.high[i] = low, high
+            parts[name] = value
+            parts[f"{name}_normalised"] = (value - low) / (high - low) if high > low else 0.5
         if len(self.weights) == 1:
             (name,) = self.weights
             return parts[name], parts
-        total = sum(self.weights.values())
-        value = sum(w * parts[f"{name}_normalised"] for name, w in self.weights.items()) / total
+        value = sum(w * parts[f"{name}_normalised"] for name, w in self.weights.items()) / self._total
         return float(value), parts
+
+    def __call__(self, y: torch.Tensor, loss_per_image: torch.Tensor) -> tuple[float, dict[str, float]]:
+        """Step reward and every component raw and normalised, from answers ``y`` (n, K)."""
+        return self.score(self.measure(y, loss_per_image)[0].cpu().numpy())
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"buffer": self.buffer.cpu().numpy(), "filled": np.int64(self.filled),

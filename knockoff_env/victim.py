@@ -31,6 +31,10 @@ class VictimOutputError(ValueError):
     """The victim answered with something that is not a probability vector of width K."""
 
 
+def raise_not_finite() -> None:
+    raise VictimOutputError("victim returned NaN or infinite values; check the model and its inputs")
+
+
 class BlackBox:
     """Query-only access to a victim classifier.
 
@@ -49,6 +53,9 @@ class BlackBox:
         device: where the victim runs; ``"auto"`` uses CUDA when present.
         batch_size: the largest batch sent in one call.
         atol: tolerance on "rows sum to one" for callables that return probabilities.
+        bf16: run an ``nn.Module`` victim under bfloat16 autocast (answers stay float32).
+        channels_last: send 4-d image batches in channels-last memory format (faster
+            convolutions on CUDA); the module is converted once.
     """
 
     def __init__(
@@ -63,6 +70,8 @@ class BlackBox:
         device: str | torch.device = "auto",
         batch_size: int = 256,
         atol: float = 1e-3,
+        bf16: bool = False,
+        channels_last: bool = False,
     ):
         if not callable(victim):
             raise TypeError(f"victim must be an nn.Module or a callable, got {type(victim).__name__}")
@@ -85,24 +94,34 @@ class BlackBox:
             victim.to(self.device).eval()
             for p in victim.parameters():
                 p.requires_grad_(False)
+            if channels_last:
+                victim.to(memory_format=torch.channels_last)
+        self.bf16, self.channels_last = bool(bf16), bool(channels_last)
         self.output, self.top_k, self.decimals = output, int(top_k), int(decimals)
         self.returns, self.batch_size, self.atol = returns, int(batch_size), atol
         self.num_classes = num_classes
         self.queries = 0
 
     @torch.no_grad()  # not inference_mode: the answers become the knockoff's training targets
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Answer a batch of queries: an (n, K) float32 tensor on ``self.device``."""
+    def __call__(self, images: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
+        """Answer a batch of queries: an (n, K) float32 tensor on ``self.device``.
+
+        ``check_finite=False`` skips the NaN/inf check, a device sync on CUDA, for a caller
+        that checks the answers once they are on the host anyway (the env does)."""
         if images.shape[0] == 0:
             raise ValueError("a query needs at least one image")
-        chunks = [self._answer(images[i:i + self.batch_size])
+        chunks = [self._answer(images[i:i + self.batch_size], check_finite)
                   for i in range(0, images.shape[0], self.batch_size)]
         self.queries += images.shape[0]
         probs = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
         return self._truncate(probs)
 
-    def _answer(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.victim(images.to(self.device, non_blocking=True))
+    def _answer(self, images: torch.Tensor, check_finite: bool) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            out = self.victim(images)
         if not isinstance(out, torch.Tensor):
             out = torch.as_tensor(out)
         out = out.to(self.device, torch.float32)
@@ -115,8 +134,8 @@ class BlackBox:
         elif out.shape[1] != self.num_classes:
             raise VictimOutputError(
                 f"victim returned {out.shape[1]} classes, expected num_classes={self.num_classes}")
-        if not torch.isfinite(out).all():
-            raise VictimOutputError("victim returned NaN or infinite values; check the model and its inputs")
+        if (check_finite or self.returns == "probs") and not torch.isfinite(out).all():
+            raise_not_finite()
         if self.returns == "logits":
             return torch.softmax(out, dim=1)
         if (out < 0).any() or not torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=self.atol):

@@ -1,0 +1,132 @@
+"""Our Knockoff Nets against IBM ART's ``KnockoffNets``, random and adaptive, in one run.
+
+Same victim (the digits world's), same query set (its 40-label closed world), same budget,
+same knockoff architecture (``DigitsNet``) and the same offline phase: SGD lr 0.01,
+momentum 0.5, batches of 64, ``--epochs`` epochs over the transfer set. Reported per
+strategy: knockoff top-1 accuracy on the held-out digits, total wall-clock, and the query
+phase alone (total minus the final offline training, timed separately for both).
+
+ART is an optional dependency: ``pip install 'knockoff-env[bench]'`` (or
+``pip install adversarial-robustness-toolbox``).
+
+    python -m benchmarks.vs_art [--budget 1000] [--epochs 30] [--seeds 0 1]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.gradient_bandit import GradientBandit
+from agents.random_agent import RandomAgent
+from agents.runner import run_attack
+from knockoff_env.worlds.digits import DigitsNet, digits_query_set, digits_split, load_digits_victim, make_digits_env
+
+from .results import machine, table, write_section
+
+
+def art_or_exit():
+    try:
+        from art.attacks.extraction import KnockoffNets
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        raise SystemExit("IBM ART is not installed: pip install 'knockoff-env[bench]' "
+                         "(or pip install adversarial-robustness-toolbox)") from None
+    return KnockoffNets, PyTorchClassifier
+
+
+def accuracy(model: nn.Module, test) -> float:
+    with torch.inference_mode():
+        return float((model.eval()(test[0]).argmax(1) == test[1]).float().mean())
+
+
+def run_art(strategy: str, budget: int, epochs: int, seed: int) -> dict:
+    """ART's attack; the final ``fit`` is timed apart from the query phase."""
+    KnockoffNets, PyTorchClassifier = art_or_exit()
+    victim, _ = load_digits_victim()
+    images, labels, _, _ = digits_query_set()
+    _, test = digits_split()
+
+    def classifier(model: nn.Module, trainable: bool):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5) if trainable else None
+        return PyTorchClassifier(model, nn.CrossEntropyLoss(), (1, 8, 8), 10, optimizer=optimizer,
+                                 clip_values=(0.0, 1.0), device_type="cpu")
+
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    thief_model = DigitsNet()
+    thief = classifier(thief_model, True)
+    fit_times: list[float] = []
+    fit = thief.fit
+
+    def timed_fit(*args, **kwargs):
+        start = time.perf_counter()
+        fit(*args, **kwargs)
+        fit_times.append(time.perf_counter() - start)
+
+    thief.fit = timed_fit
+    attack = KnockoffNets(classifier(nn.Sequential(victim, nn.Softmax(1)), False), batch_size_fit=64,
+                          batch_size_query=64, nb_epochs=epochs, nb_stolen=budget, sampling_strategy=strategy,
+                          reward="all", verbose=False, use_probability=True)
+    start = time.perf_counter()
+    attack.extract(images.numpy(), labels.numpy() if strategy == "adaptive" else None, thieved_classifier=thief)
+    seconds = time.perf_counter() - start
+    return {"accuracy": accuracy(thief_model, test), "seconds": seconds, "query_seconds": seconds - fit_times[-1]}
+
+
+def run_ours(strategy: str, budget: int, epochs: int, seed: int) -> dict:
+    env = make_digits_env(budget=budget, device="cpu")
+    agent = GradientBandit(env, seed=seed) if strategy == "adaptive" else RandomAgent(env, seed=seed)
+    start = time.perf_counter()
+    result = run_attack(env, agent, seed=seed, retrain_epochs=epochs, progress=False,
+                        retrain_kwargs={"step_size": max(epochs, 60)})
+    seconds = time.perf_counter() - start
+    return {"accuracy": result["knockoff_accuracy"], "seconds": seconds, "query_seconds": result["attack_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = parser.parse_args()
+    art_or_exit()
+    load_digits_victim()  # train and cache before any timing
+    rows, per_query = [], {}
+    for strategy in ("random", "adaptive"):
+        runs = {name: [fn(strategy, args.budget, args.epochs, s) for s in args.seeds]
+                for name, fn in (("ART", run_art), ("ours", run_ours))}
+        mean = {name: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for name, rs in runs.items()}
+        art, ours = mean["ART"], mean["ours"]
+        per_query[strategy] = (art["query_seconds"] / args.budget, ours["query_seconds"] / args.budget)
+        speedup, query_speedup = art["seconds"] / ours["seconds"], art["query_seconds"] / ours["query_seconds"]
+        for name in ("ART", "ours"):
+            m = mean[name]
+            rows.append([strategy, name, f"{m['accuracy']:.3f}", f"{m['seconds']:.2f}", f"{m['query_seconds']:.2f}",
+                         f"{speedup:.1f}×" if name == "ours" else "", f"{query_speedup:.1f}×" if name == "ours" else ""])
+        print(f"{strategy:8s} accuracy ART {art['accuracy']:.3f} ours {ours['accuracy']:.3f} | "
+              f"total ART {art['seconds']:.2f}s ours {ours['seconds']:.2f}s ({speedup:.1f}×) | "
+              f"query phase ART {art['query_seconds']:.2f}s ours {ours['query_seconds']:.2f}s ({query_speedup:.1f}×)")
+    body = (f"`python -m benchmarks.vs_art --budget {args.budget} --epochs {args.epochs} --seeds "
+            f"{' '.join(map(str, args.seeds))}` — {machine()}; digits world, CPU, means over seeds.\n\n"
+            + table(["strategy", "attack", "knockoff acc.", "total s", "query-phase s", "speed-up (total)",
+                     "speed-up (query phase)"], rows)
+            + "\n\nBoth finish with the same offline training (equal epochs, lr, momentum, batch size), which "
+              "costs the same for both and so caps the total speed-up; the query phase is where the attacks "
+              "differ. ART's adaptive trains on hard labels, one query per step; ours on soft labels, "
+              "4 queries per step (the paper's setting).\n\n"
+              f"Adaptive query phase per query: ART {per_query['adaptive'][0] * 1e3:.2f} ms, ours "
+              f"{per_query['adaptive'][1] * 1e3:.2f} ms. On this CPU ours is close to its floor, the two models' "
+              "own time (see env_overhead: about 0.43 ms per query on the digits world), so a 20× lead over ART "
+              "at this query-set size would need ART to spend more than 20× the models' time; it spends about "
+              "4×. ART's adaptive step also scans the whole query set (`x[y == action]`) and loops over classes "
+              "in Python per query, so its cost grows with the query set while ours does not (see scaling); "
+              "the ratio at D²-scale query sets was not measured here.")
+    write_section("vs_art", body)
+
+
+if __name__ == "__main__":
+    main()

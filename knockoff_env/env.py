@@ -360,6 +360,7 @@ class KnockoffEnv(gym.Env):
         torch.set_rng_state(torch.as_tensor(state["torch_rng"], dtype=torch.uint8))
         self.knockoff.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("knockoff.")})
         self.rewards.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("rewards.")})
+        self._window_mean[:] = (self.rewards.buffer.sum(0) / max(self.rewards.filled, 1)).cpu().numpy()
         self.spent, self._needs_reset = int(state["spent"]), bool(state["needs_reset"])
         self._last_normalised[:] = state["last_normalised"]
         self.victim.queries = int(state["victim_queries"])

@@ -25,10 +25,12 @@ def test_env_save_load_continues_exactly(make_env, tmp_path):
     env.reset(seed=3)
     play(env, ACTIONS[:3])
     env.save(tmp_path / "ck.pt")
+    saved_obs, _ = env.observe()
     rewards = play(env, ACTIONS)
     other = make_env(budget=28)
     other.reset(seed=9)  # a different episode, overwritten by the checkpoint
     other.load(tmp_path / "ck.pt")
+    np.testing.assert_allclose(other.observe()[0], saved_obs, atol=1e-6)
     assert play(other, ACTIONS) == rewards
     assert np.array_equal(other.transfer_set.view()[0], env.transfer_set.view()[0])
     assert torch.equal(other.knockoff.model.fc.weight, env.knockoff.model.fc.weight)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .rewards import soft_cross_entropy
@@ -86,12 +86,19 @@ class OnlineKnockoff:
                 self.optimizer.state[p]["momentum_buffer"] = torch.as_tensor(state[f"momentum.{i}"]).to(p).clone()
 
 
-def _loader(data: Any, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    if isinstance(data, (tuple, list)):
-        data = TensorDataset(*[torch.as_tensor(np.asarray(d)) if not isinstance(d, torch.Tensor) else d
-                               for d in data])
+def _batches(data: Any, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """Mini-batches of ``(images, labels/targets)`` tensors or of a Dataset. In-memory tensors are
+    sliced directly (a DataLoader would index and re-collate them one item at a time)."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    if isinstance(data, (tuple, list)):
+        tensors = [d if isinstance(d, torch.Tensor) else torch.as_tensor(np.asarray(d)) for d in data]
+        n = len(tensors[0])
+        order = torch.randperm(n, generator=generator) if shuffle else None
+        for start in range(0, n, batch_size):
+            rows = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+            yield [t[rows] for t in tensors]
+        return
+    yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 @torch.inference_mode()
@@ -101,7 +108,7 @@ def predict(model: nn.Module | Callable, data: tuple | Dataset, device: torch.de
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
         model.eval()
-    out = [model(x.to(device)).argmax(1).cpu() for x, *_ in _loader(data, batch_size)]
+    out = [model(x.to(device)).argmax(1).cpu() for x, *_ in _batches(data, batch_size)]
     if isinstance(model, nn.Module):
         model.train(was_training)
     return torch.cat(out).numpy()
@@ -118,9 +125,8 @@ def train_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: tor
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     data = (images, targets) if isinstance(images, torch.Tensor) else _PairedTargets(images, targets)
-    loader = _loader(data, batch_size, shuffle=True, seed=seed)
-    for _ in tqdm(range(int(epochs)), desc="retrain", disable=not progress, leave=False):
-        for x, y in loader:
+    for epoch in tqdm(range(int(epochs)), desc="retrain", disable=not progress, leave=False):
+        for x, y in _batches(data, batch_size, shuffle=True, seed=seed + epoch):
             loss = soft_cross_entropy(model(x.to(device)), y.to(device)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

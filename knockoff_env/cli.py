@@ -26,6 +26,8 @@ def env_options(args) -> dict:
     options = {"budget": args.budget, "reward": args.reward, "queries_per_step": args.queries_per_step,
                "output": args.output, "top_k": args.top_k, "decimals": args.decimals, "device": args.device}
     options = {k: v for k, v in options.items() if v is not None}
+    if args.offline_only:
+        options["train_online"] = False
     if options.get("reward") and "," in options["reward"]:
         options["reward"] = options["reward"].split(",")
     options.update(dict(args.env_arg))
@@ -114,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--decimals", type=int)
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1…")
+    p.add_argument("--offline-only", action="store_true",
+                   help="no online knockoff (the paper's random strategy): faster, no loss reward")
     p.add_argument("--alpha", type=float, help="gradient-bandit step size (adaptive agents)")
     p.add_argument("--train-steps", type=int, default=2000, help="env steps to train an SB3 agent first")
     p.add_argument("--env-arg", type=_env_arg, action="append", default=[], metavar="KEY=VALUE",

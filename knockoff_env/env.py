@@ -81,7 +81,9 @@ class KnockoffEnv(gym.Env):
     output mode (paper default full probabilities). device: ``"auto"`` = CUDA if present.
     bf16 / channels_last: bfloat16 autocast and channels-last batches for both models (off by
     default; worth it on CUDA). fetch_workers / pin_memory: threads decoding a Dataset query
-    set's images, and page-locked batches for asynchronous copies to the GPU.
+    set's images, and page-locked batches for asynchronous copies to the GPU. train_online:
+    False skips the online knockoff (as the paper's random strategy, which trains only
+    offline): the loss component is then not measured (NaN in ``info``) nor rewarded.
     """
 
     metadata = {"render_modes": []}
@@ -112,6 +114,7 @@ class KnockoffEnv(gym.Env):
         channels_last: bool = False,
         fetch_workers: int = 0,
         pin_memory: bool = False,
+        train_online: bool = True,
     ):
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
@@ -136,6 +139,12 @@ class KnockoffEnv(gym.Env):
         self.budget, self.queries_per_step = int(budget), int(queries_per_step)
         self.action_mode = action_mode
         self.reward_weights = parse_reward(reward)
+        self.train_online = bool(train_online)
+        if not self.train_online:  # no online knockoff, so no loss to reward
+            self.reward_weights = {k: w for k, w in self.reward_weights.items() if k != "loss"}
+            if not self.reward_weights:
+                raise ValueError("reward='loss' needs the online knockoff; keep train_online=True or choose "
+                                 "another reward")
         self._knockoff_source = knockoff
         self._precision = {"bf16": bf16, "channels_last": channels_last}
         self.knockoff = OnlineKnockoff(build_model(knockoff), self.device, knockoff_lr, knockoff_momentum,
@@ -203,7 +212,8 @@ class KnockoffEnv(gym.Env):
         """Everything after the victim: knockoff step, rewards, transfer set, observation.
         ``checked``: the answers were already checked for NaN/inf (else it is done on the host)."""
         index, position = query.index, query.position
-        loss = self.knockoff.step(query.images, answers)  # scored before the update, then learned
+        # scored before the update, then learned
+        loss = self.knockoff.step(query.images, answers) if self.train_online else None
         raw, window_mean = self.rewards.measure(answers, loss)
         # the step's one device→host copy: reward components, ȳ and the answers together
         host = torch.cat([raw, window_mean, answers.reshape(-1)]).cpu().numpy()
@@ -327,7 +337,8 @@ class KnockoffEnv(gym.Env):
         return {"budget": self.budget, "queries_per_step": self.queries_per_step,
                 "num_classes": self.num_classes, "query_set_size": len(self.query_set),
                 "labels": self.query_set.label_ids.tolist(), "action_mode": self.action_mode,
-                "reward": self.reward_weights, "diversity_window": self.rewards.window}
+                "reward": self.reward_weights, "diversity_window": self.rewards.window,
+                "train_online": self.train_online}
 
     def state_dict(self, transfer_set: bool = True) -> dict[str, Any]:
         """The episode's state as named arrays/tensors: pools, RNGs, knockoff, rewards, counters

@@ -101,21 +101,25 @@ class RewardFunction:
         self.filled = min(self.filled + n, self.window)
         return self.buffer.sum(0) / self.filled  # rows not yet filled are zero
 
-    def measure(self, y: torch.Tensor, loss_per_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def measure(self, y: torch.Tensor, loss_per_image: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw components ``(certainty, diversity, loss)`` and the window mean ȳ, both left on
-        the answers' device so the caller can bring them to the host in one copy."""
+        the answers' device so the caller can bring them to the host in one copy. Without a
+        loss (no online knockoff) that component is NaN: not measured."""
         window_mean = self._remember(y)
-        raw = torch.stack([certainty(y).mean(), diversity(y, window_mean).mean(),
-                           loss_per_image.mean().to(y.device, torch.float32)])
+        loss = y.new_tensor(float("nan")) if loss_per_image is None else loss_per_image.mean().to(y.device, y.dtype)
+        raw = torch.stack([certainty(y).mean(), diversity(y, window_mean).mean(), loss])
         return raw, window_mean
 
     def score(self, raw: np.ndarray) -> tuple[float, dict[str, float]]:
         """Step reward and every component raw and normalised, from the host copy of :meth:`measure`."""
         values = [float(v) for v in raw]
-        if not np.isfinite(values[2]):
-            raise FloatingPointError("the knockoff's loss is not finite: it diverged; lower knockoff_lr")
         parts = {}
         for i, (name, value) in enumerate(zip(COMPONENTS, values)):
+            if np.isnan(value) and name not in self.weights:  # not measured, and not needed
+                parts[name], parts[f"{name}_normalised"] = value, 0.0
+                continue
+            if not np.isfinite(value):
+                raise FloatingPointError(f"the {name} reward is not finite: the knockoff diverged; lower knockoff_lr")
             low, high = min(self.low[i], value), max(self.high[i], value)
             self.low[i], self.high[i] = low, high
             parts[name] = value
@@ -126,7 +130,7 @@ class RewardFunction:
         value = sum(w * parts[f"{name}_normalised"] for name, w in self.weights.items()) / self._total
         return float(value), parts
 
-    def __call__(self, y: torch.Tensor, loss_per_image: torch.Tensor) -> tuple[float, dict[str, float]]:
+    def __call__(self, y: torch.Tensor, loss_per_image: torch.Tensor | None) -> tuple[float, dict[str, float]]:
         """Step reward and every component raw and normalised, from answers ``y`` (n, K)."""
         return self.score(self.measure(y, loss_per_image)[0].cpu().numpy())
 

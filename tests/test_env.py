@@ -218,3 +218,27 @@ def test_dataset_query_set_and_knockoff_module(make_env):
     assert len(env.transfer_set) == 20
     assert isinstance(env.retrain(epochs=2), torch.nn.Module)
     assert 0 <= env.evaluate()["knockoff_accuracy"] <= 1
+
+
+def test_without_online_training_the_knockoff_is_untouched_and_loss_not_rewarded(make_env):
+    env = make_env(train_online=False, action_mode="flat")
+    env.reset(seed=0)
+    before = env.knockoff.model.fc.weight.detach().clone()
+    rewards = [env.step(a)[1:] for a in (0, 3, 5, 1)]
+    assert torch.equal(env.knockoff.model.fc.weight, before)
+    for reward, _, _, info in rewards:
+        parts = info["rewards"]
+        assert np.isnan(parts["loss"]) and parts["loss_normalised"] == 0
+        assert reward == pytest.approx((parts["certainty_normalised"] + parts["diversity_normalised"]) / 2)
+    assert len(env.transfer_set) == 16
+    with pytest.raises(ValueError, match="needs the online knockoff"):
+        make_env(train_online=False, reward="loss")
+
+
+def test_a_diverged_knockoff_is_a_clear_error(make_env):
+    env = make_env(knockoff_lr=10.0, action_mode="flat")
+    with torch.no_grad():
+        env.reset(seed=0)
+        env.knockoff.model.fc.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="diverged"):
+        env.step(0)

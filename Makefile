@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 attack: $(VENV)/.installed
-	$(VENV)/bin/knockoff attack --env Knockoff-Digits-v0 --agent adaptive --seed 0 --logdir runs/digits-adaptive
+	$(VENV)/bin/knockoff attack --env Knockoff-Digits-v0 --agent adaptive --seed 0 --eval-every 100 --retrain-epochs 30 --logdir runs/digits-adaptive
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -18,6 +18,6 @@ while not terminated:
     agent.update(action, reward, info)                   # same reward for every node on the path
 
 core = env.unwrapped
-print("π(coarse node):", dict(zip(core.query_set.coarse_names, agent.coarse_probabilities().round(2))))
+print("π(coarse node):", {c: round(float(p), 2) for c, p in zip(core.query_set.coarse_names, agent.coarse_probabilities())})
 print("online knockoff:", core.evaluate())
 print("retrained from scratch on the transfer set:", core.evaluate(core.retrain(epochs=30)))

@@ -343,11 +343,11 @@ class KnockoffEnv(gym.Env):
     def state_dict(self, transfer_set: bool = True) -> dict[str, Any]:
         """The episode's state as named arrays/tensors: pools, RNGs, knockoff, rewards, counters
         and (unless ``transfer_set=False``, when a journal holds it) the transfer set."""
-        state = {"query_set.order": self.query_set.order, "query_set.cursor": self.query_set.cursor,
-                 "np_random": text_tensor(json.dumps(self.np_random.bit_generator.state)),
+        state = {"np_random": text_tensor(json.dumps(self.np_random.bit_generator.state)),
                  "torch_rng": torch.get_rng_state(), "spent": np.int64(self.spent),
                  "needs_reset": np.bool_(self._needs_reset), "last_normalised": self._last_normalised,
                  "victim_queries": np.int64(self.victim.queries)}
+        state.update({f"query_set.{k}": v for k, v in self.query_set.state_dict().items()})
         state.update({f"knockoff.{k}": v for k, v in self.knockoff.state_dict().items()})
         state.update({f"rewards.{k}": v for k, v in self.rewards.state_dict().items()})
         if transfer_set:
@@ -359,14 +359,8 @@ class KnockoffEnv(gym.Env):
         """Restore :meth:`state_dict`; without a saved transfer set the caller refills it."""
         state = {k: v.numpy() if isinstance(v, torch.Tensor) and k != "torch_rng" and not k.startswith("knockoff.")
                  else v for k, v in state.items()}
-        order, cursor = np.asarray(state["query_set.order"]), np.asarray(state["query_set.cursor"])
-        qs = self.query_set
-        if order.shape != qs.order.shape or cursor.shape != qs.cursor.shape \
-                or not np.array_equal(np.sort(order), np.arange(len(qs))) \
-                or (cursor < qs.pool_starts).any() or (cursor > qs.pool_ends).any():
-            raise ValueError("the saved query-set pools do not fit this query set; was the state saved "
-                             "from an env with another query set?")
-        qs.order, qs.cursor = order.astype(np.int64), cursor.astype(np.int64)
+        self.query_set.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("query_set.")},
+                                       self.np_random)
         self.np_random.bit_generator.state = json.loads(np.asarray(state["np_random"], np.uint8).tobytes().decode())
         torch.set_rng_state(torch.as_tensor(state["torch_rng"], dtype=torch.uint8))
         self.knockoff.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("knockoff.")})

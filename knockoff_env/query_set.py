@@ -1,9 +1,10 @@
 """The adversary's query set P_A: images with labels Z, a hierarchy over Z, and pools drawn without replacement.
 
-All images are kept in one index array grouped by label (in the hierarchy's order), each
-group shuffled at ``reset``. Drawing from a label advances that label's pointer, so a draw
-costs O(images drawn) whatever the size of the query set, and no image is drawn twice
-until the next ``reset``.
+All images are kept in one index array grouped by label (in the hierarchy's order). A
+label's group is shuffled the first time the label is drawn from after a ``reset`` (so a
+reset costs one array copy, not a shuffle of all of P_A), and drawing advances that
+label's pointer: no image is drawn twice until the next ``reset``, and a step's cost does
+not depend on the size of the query set.
 """
 from __future__ import annotations
 
@@ -86,8 +87,11 @@ class QuerySet:
         self.pool_sizes = np.bincount(self.positions, minlength=len(self.label_ids)).astype(np.int64)
         self.pool_starts = np.concatenate([[0], np.cumsum(self.pool_sizes)[:-1]]).astype(np.int64)
         self.pool_ends = self.pool_starts + self.pool_sizes
-        self.order = np.argsort(self.positions, kind="stable")
+        self._sorted_order = np.argsort(self.positions, kind="stable")
+        self.order = self._sorted_order.copy()
         self.cursor = self.pool_starts.copy()
+        self.shuffled = np.zeros(len(self.label_ids), bool)  # pools shuffled since the last reset
+        self.rng = np.random.default_rng()
 
     @staticmethod
     def _check_hierarchy(hierarchy: Hierarchy, labels: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -130,9 +134,11 @@ class QuerySet:
 
     # --- pools -----------------------------------------------------------------------
     def reset(self, rng: np.random.Generator) -> None:
-        """Refill every pool and shuffle it: images are drawn in a fresh random order."""
-        self.order = np.lexsort((rng.random(len(self.positions)), self.positions))
+        """Refill every pool; each is shuffled with ``rng`` when first drawn from."""
+        np.copyto(self.order, self._sorted_order)  # a canonical start, so a seed fixes the draws
         self.cursor = self.pool_starts.copy()
+        self.shuffled[:] = False
+        self.rng = rng
 
     def remaining(self) -> np.ndarray:
         """Images left in each label's pool, in the hierarchy's flat order."""
@@ -145,9 +151,29 @@ class QuerySet:
     def draw(self, position: int, n: int) -> np.ndarray:
         """Take up to ``n`` unqueried images of the label at ``position``; returns their indices."""
         start = self.cursor[position]
+        if not self.shuffled[position]:
+            self.rng.shuffle(self.order[start:self.pool_ends[position]])
+            self.shuffled[position] = True
         stop = min(start + n, self.pool_ends[position])
         self.cursor[position] = stop
         return self.order[start:stop]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The pools: image order, per-label cursors, which pools are shuffled."""
+        return {"order": self.order, "cursor": self.cursor, "shuffled": self.shuffled}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray], rng: np.random.Generator) -> None:
+        """Restore :meth:`state_dict`; pools that do not fit this query set are refused."""
+        order, cursor, shuffled = (np.asarray(state[k]) for k in ("order", "cursor", "shuffled"))
+        if order.shape != self.order.shape or cursor.shape != self.cursor.shape \
+                or shuffled.shape != self.shuffled.shape \
+                or not np.array_equal(np.sort(order), np.arange(len(self))) \
+                or not np.array_equal(self.positions[order], self.positions[self._sorted_order]) \
+                or (cursor < self.pool_starts).any() or (cursor > self.pool_ends).any():
+            raise ValueError("the saved query-set pools do not fit this query set; was the state saved "
+                             "from an env with another query set?")
+        self.order, self.cursor = order.astype(np.int64), cursor.astype(np.int64)
+        self.shuffled, self.rng = shuffled.astype(bool), rng
 
     def position(self, coarse: int, slot: int) -> int:
         """Flat position of label ``slot`` of coarse node ``coarse``; -1 when the slot does not exist."""

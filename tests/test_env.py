@@ -242,3 +242,16 @@ def test_a_diverged_knockoff_is_a_clear_error(make_env):
         env.knockoff.model.fc.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="diverged"):
         env.step(0)
+
+
+def test_each_pool_is_drawn_in_uniformly_random_order():
+    from knockoff_env import QuerySet
+    qs = QuerySet(torch.zeros(12, 1), np.array([0] * 4 + [1] * 8))
+    firsts = []
+    for seed in range(400):
+        qs.reset(np.random.default_rng(seed))
+        drawn = qs.draw(1, 8)
+        assert sorted(drawn.tolist()) == list(range(4, 12))  # the whole pool, each image once
+        firsts.append(int(drawn[0]))
+    counts = np.bincount(firsts, minlength=12)[4:]
+    assert counts.min() > 25 and counts.max() < 80  # 50 expected for each of the 8 images

@@ -11,13 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # not pyplot: importing agents leaves the user's backend alone
+from torch.utils.tensorboard import SummaryWriter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
-
-from knockoff_env.rewards import COMPONENTS  # noqa: E402
+from knockoff_env.rewards import COMPONENTS
 
 
 def _tag(name: str) -> str:
@@ -80,20 +78,19 @@ class AttackLog:
             self.writer.add_figure("policy/over_time", figure, self.policy_queries[-1], close=False)
             paths["policy"] = self.logdir / "policy.png"
             figure.savefig(paths["policy"], dpi=120, bbox_inches="tight")
-            plt.close(figure)
         if self.accuracy_curve:
             figure = self._accuracy_figure(victim_accuracy)
             self.writer.add_figure("accuracy/curve", figure, self.accuracy_curve[-1][0], close=False)
             paths["accuracy"] = self.logdir / "accuracy.png"
             figure.savefig(paths["accuracy"], dpi=120, bbox_inches="tight")
-            plt.close(figure)
         self.writer.close()
         return paths
 
     def _policy_figure(self):
         history = np.stack(self.policy_history, axis=1)
-        figure, ax = plt.subplots(figsize=(8, 4))
-        colours = plt.get_cmap("tab20" if len(self.coarse_names) > 10 else "tab10").colors
+        figure = Figure(figsize=(8, 4))
+        ax = figure.subplots()
+        colours = matplotlib.colormaps["tab20" if len(self.coarse_names) > 10 else "tab10"].colors
         ax.stackplot(self.policy_queries, history, labels=self.coarse_names,
                      colors=[colours[i % len(colours)] for i in range(len(self.coarse_names))], alpha=0.9)
         ax.set(xlim=(self.policy_queries[0], self.policy_queries[-1]), ylim=(0, 1), xlabel="queries",
@@ -104,7 +101,8 @@ class AttackLog:
 
     def _accuracy_figure(self, victim_accuracy: float | None):
         queries, accuracy = zip(*self.accuracy_curve)
-        figure, ax = plt.subplots(figsize=(6, 4))
+        figure = Figure(figsize=(6, 4))
+        ax = figure.subplots()
         ax.plot(queries, accuracy, marker="o", label="knockoff (online)")
         if victim_accuracy is not None:
             ax.axhline(victim_accuracy, color="k", linestyle="--", label="victim")

@@ -195,7 +195,12 @@ class KnockoffEnv(gym.Env):
     def step(self, action):
         query = self.prepare(action)
         eager_check = self.device.type == "cpu"  # free there; on a GPU it would be an extra sync
-        return self.learn(query, self.victim(query.images, check_finite=eager_check), eager_check)
+        try:
+            answers = self.victim(query.images, check_finite=eager_check)
+        except BaseException:
+            self.query_set.undraw(query.position, len(query.index))  # unanswered: still to be queried
+            raise
+        return self.learn(query, answers, eager_check)
 
     # --- the two halves of a step (MultiKnockoff queries the victim for many envs at once) ---
     def prepare(self, action) -> "Query":

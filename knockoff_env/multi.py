@@ -53,6 +53,11 @@ class MultiKnockoff:
         queries = [env.prepare(a) for env, a in zip(self.envs, actions)]
         sizes = [len(q.index) for q in queries]
         checked = self.victim.device.type == "cpu"  # as KnockoffEnv.step: host-side check on a GPU
-        answers = self.victim(torch.cat([q.images for q in queries]), check_finite=checked).split(sizes)
+        try:
+            answers = self.victim(torch.cat([q.images for q in queries]), check_finite=checked).split(sizes)
+        except BaseException:
+            for env, q in zip(self.envs, queries):
+                env.query_set.undraw(q.position, len(q.index))  # unanswered: still to be queried
+            raise
         results = [env.learn(q, a, checked) for env, q, a in zip(self.envs, queries, answers)]
         return tuple(list(column) for column in zip(*results))  # type: ignore[return-value]

@@ -158,6 +158,10 @@ class QuerySet:
         self.cursor[position] = stop
         return self.order[start:stop]
 
+    def undraw(self, position: int, n: int) -> None:
+        """Give back the last ``n`` images drawn from ``position`` (their query was never answered)."""
+        self.cursor[position] -= n
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """The pools: image order, per-label cursors, which pools are shuffled."""
         return {"order": self.order, "cursor": self.cursor, "shuffled": self.shuffled}

@@ -255,3 +255,25 @@ def test_each_pool_is_drawn_in_uniformly_random_order():
         firsts.append(int(drawn[0]))
     counts = np.bincount(firsts, minlength=12)[4:]
     assert counts.min() > 25 and counts.max() < 80  # 50 expected for each of the 8 images
+
+
+def test_a_failed_victim_call_spends_nothing_and_the_step_can_be_retried(make_env):
+    (x, y), victim, _ = tiny_world()
+    failures = [RuntimeError("API rate limit")]
+
+    def flaky(images):
+        if failures:
+            raise failures.pop()
+        return torch.softmax(victim(images), 1)
+
+    env = make_env(victim=flaky, num_classes=3, action_mode="flat", budget=30)
+    env.reset(seed=0)
+    with pytest.raises(RuntimeError, match="rate limit"):
+        env.step(5)
+    assert env.query_set.remaining()[5] == 5 and env.spent == 0 and env.victim.queries == 0
+    done, t = False, 0
+    while not done:  # the same episode goes on: the retried label still has all its images
+        _, _, done, _, info = env.step([5, 0, 1, 2, 3, 4][t % 6])
+        t += 1
+    indices, _ = env.transfer_set.view()
+    assert len(indices) == 30 and len(np.unique(indices)) == 30 and env.victim.queries == 30

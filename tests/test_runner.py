@@ -74,3 +74,14 @@ def test_sb3_refuses_the_wrong_action_mode(make_env):
     from agents.sb3 import train_sb3
     with pytest.raises(ValueError, match="action_mode='flat'"):
         train_sb3("dqn", make_env(), 10)
+
+
+def test_cli_offline_only_runs_the_random_strategy_without_online_training(tmp_path, capsys):
+    code = main(["attack", "--agent", "random", "--budget", "40", "--offline-only", "--quiet",
+                 "--retrain-epochs", "2", "--logdir", str(tmp_path)])
+    assert code == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["env_kwargs"]["train_online"] is False
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0}).Reload()
+    assert all(np.isnan(e.value) for e in events.Scalars("reward/loss"))
+    assert "retrained" in capsys.readouterr().out

@@ -198,7 +198,7 @@ class KnockoffEnv(gym.Env):
         try:
             answers = self.victim(query.images, check_finite=eager_check)
         except BaseException:
-            self.query_set.undraw(query.position, len(query.index))  # unanswered: still to be queried
+            self.cancel(query)
             raise
         return self.learn(query, answers, eager_check)
 
@@ -212,6 +212,10 @@ class KnockoffEnv(gym.Env):
         index = self.query_set.draw(position, n)
         images = self.query_set.fetch(index).to(self.device, non_blocking=True)  # once, for both models
         return Query(position, resolved, index, images)
+
+    def cancel(self, query: "Query") -> None:
+        """Undo :meth:`prepare` when the victim never answered: the images go back to their pool."""
+        self.query_set.undraw(query.position, len(query.index))
 
     def learn(self, query: "Query", answers: torch.Tensor, checked: bool = False):
         """Everything after the victim: knockoff step, rewards, transfer set, observation.

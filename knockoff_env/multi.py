@@ -57,7 +57,7 @@ class MultiKnockoff:
             answers = self.victim(torch.cat([q.images for q in queries]), check_finite=checked).split(sizes)
         except BaseException:
             for env, q in zip(self.envs, queries):
-                env.query_set.undraw(q.position, len(q.index))  # unanswered: still to be queried
+                env.cancel(q)
             raise
         results = [env.learn(q, a, checked) for env, q, a in zip(self.envs, queries, answers)]
         return tuple(list(column) for column in zip(*results))  # type: ignore[return-value]

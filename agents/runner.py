@@ -86,6 +86,10 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
               "victim_queries": core.victim.queries,
               "victim_accuracy": online["victim_accuracy"],
               "knockoff_accuracy_online": online["knockoff_accuracy"], "attack_seconds": attack_seconds,
+              "defence": core.victim.defence.spec() or None,
+              "victim_accuracy_defended": online["victim_accuracy_defended"], "defence_l1": online["defence_l1"],
+              "detector": core.detector.spec() if core.detector is not None else None,
+              "detected_at": core.detected_at,
               "accuracy_curve": curve + [(info["queries"], online["knockoff_accuracy"])]}
     final, model = online, core.knockoff.model
     if retrain_epochs:
@@ -120,5 +124,10 @@ def format_summary(result: dict) -> str:
             f"knockoff accuracy {result['knockoff_accuracy']:.4f}  ({result['times_victim']:.2f}× victim"
             f"{', retrained' if result.get('retrained') else ''}; online {result['knockoff_accuracy_online']:.4f})\n"
             f"agreement         {result['agreement']:.4f}\n"
-            f"queries           {result['queries']}\n"
+            + (f"under defence     victim accuracy {result['victim_accuracy_defended']:.4f}, mean L1 "
+               f"{result['defence_l1']:.4f}  ({result['defence']})\n" if result.get("defence") else "")
+            + (f"detector          {result['detector']}: "
+               + (f"alarm at query {result['detected_at']}\n" if result.get("detected_at") is not None
+                  else "no alarm\n") if result.get("detector") else "")
+            + f"queries           {result['queries']}\n"
             f"seconds           {result['seconds']:.1f}")

@@ -24,7 +24,9 @@ def _env_arg(text: str) -> tuple[str, object]:
 def env_options(args) -> dict:
     """Env keyword arguments from the attack's options (only those the user set)."""
     options = {"budget": args.budget, "reward": args.reward, "queries_per_step": args.queries_per_step,
-               "output": args.output, "top_k": args.top_k, "decimals": args.decimals, "device": args.device}
+               "output": args.output, "top_k": args.top_k, "decimals": args.decimals, "device": args.device,
+               "defence": args.defence, "detector": args.detector, "on_detection": args.on_detection,
+               "detection_penalty": args.detection_penalty}
     options = {k: v for k, v in options.items() if v is not None}
     if args.offline_only:
         options["train_online"] = False
@@ -116,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--decimals", type=int)
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1…")
+    p.add_argument("--defence", help="the victim owner's defence, e.g. reverse_sigmoid:beta=0.7,gamma=0.2 or "
+                                     "mad:eps=0.5+top_k:k=1 (names: reverse_sigmoid, noise, mad, mad_argmax, "
+                                     "adaptive_misinformation, top_k, rounded, label)")
+    p.add_argument("--detector", help="the owner's monitor of the query stream, e.g. prada or prada:delta=0.9")
+    p.add_argument("--on-detection", choices=("terminate", "flag"), help="end the attack at the alarm (default) "
+                                                                       "or go on flagged")
+    p.add_argument("--detection-penalty", type=float, help="subtracted from the reward of the alarm's step")
     p.add_argument("--offline-only", action="store_true",
                    help="no online knockoff (the paper's random strategy): faster, no loss reward")
     p.add_argument("--alpha", type=float, help="gradient-bandit step size (adaptive agents)")

@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .checkpoint import load_checkpoint, save_checkpoint, text_tensor
-from .knockoff import OnlineKnockoff, build_model, predict, train_offline
+from .detectors import parse_detector
+from .knockoff import OnlineKnockoff, _batches, build_model, predict, train_offline
 from .query_set import QuerySet, as_images_and_labels
 from .rewards import COMPONENTS, RewardFunction, parse_reward
 from .transfer_set import TransferSet
@@ -21,6 +22,7 @@ from .validate import is_integer
 from .victim import BlackBox, raise_not_finite, resolve_device
 
 ACTION_MODES = ("hierarchical", "flat")
+ON_DETECTION = ("terminate", "flag")
 
 
 class Query(NamedTuple):
@@ -67,7 +69,21 @@ class KnockoffEnv(gym.Env):
 
     ## Termination
     When the budget is spent (the last step queries only what is left of it, so the budget
-    is never exceeded) or every pool is empty. There is no truncation.
+    is never exceeded) or every pool is empty; with a detector and
+    ``on_detection="terminate"``, also at the query that raised its alarm (the step's later
+    images are not answered, not charged, and go back to their pool). There is no truncation.
+
+    ## Defences and detectors
+    ``defence``: the owner's defence of the answers (a spec such as
+    ``"reverse_sigmoid:beta=0.7,gamma=0.2"`` or ``"mad:eps=0.5+top_k:k=1"``, see
+    :mod:`knockoff_env.defences`); the agent, rewards, knockoff and transfer set only ever
+    see the defended answers. ``detector``: the owner's monitor of this attack's query
+    stream (``"prada"``, see :mod:`knockoff_env.detectors`). ``info["detected"]`` says
+    whether it has fired and ``detected_at`` (attribute) is the query count when it did;
+    ``on_detection="flag"`` lets the episode go on; ``detection_penalty`` is subtracted from
+    the reward of the step that raised the alarm. :meth:`evaluate` reports the defence's
+    cost: the victim's accuracy under the defence and the mean L1 distance between
+    defended and true answers on the eval set.
 
     ## Arguments
     victim: ``nn.Module`` returning logits, a callable returning probabilities, or a
@@ -115,6 +131,10 @@ class KnockoffEnv(gym.Env):
         fetch_workers: int = 0,
         pin_memory: bool = False,
         train_online: bool = True,
+        defence: Any = None,
+        detector: Any = None,
+        on_detection: str = "terminate",
+        detection_penalty: float = 0.0,
     ):
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
@@ -132,9 +152,19 @@ class KnockoffEnv(gym.Env):
         if budget > len(self.query_set):
             raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
                              "each image is queried at most once, so lower the budget or enlarge P_A")
+        if isinstance(victim, BlackBox) and defence is not None:
+            raise ValueError("the victim is already a BlackBox: give defence= to the BlackBox, not to the env")
+        if on_detection not in ON_DETECTION:
+            raise ValueError(f"on_detection={on_detection!r}; choose one of {ON_DETECTION}")
+        if not isinstance(detection_penalty, (int, float)) or not np.isfinite(detection_penalty):
+            raise ValueError(f"detection_penalty={detection_penalty!r} must be a finite number")
         self.victim = victim if isinstance(victim, BlackBox) else BlackBox(
             victim, num_classes=num_classes, output=output, top_k=top_k, decimals=decimals, device=self.device,
-            bf16=bf16, channels_last=channels_last)
+            bf16=bf16, channels_last=channels_last, defence=defence)
+        # one monitor per attack (one client), also when envs share a BlackBox
+        self.detector = self.victim.new_detector() if detector is None else parse_detector(detector, self.device)
+        self.on_detection, self.detection_penalty = on_detection, float(detection_penalty)
+        self._defence_cost: dict[str, float] | None = None
         self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
         self.budget, self.queries_per_step = int(budget), int(queries_per_step)
         self.action_mode = action_mode
@@ -189,6 +219,8 @@ class KnockoffEnv(gym.Env):
         self._window_mean[:] = 0
         self.spent = 0
         self._needs_reset = False
+        if self.detector is not None:
+            self.detector.reset()
         remaining = self.query_set.remaining()
         return self._observation(remaining), self._info(remaining)
 
@@ -219,7 +251,14 @@ class KnockoffEnv(gym.Env):
 
     def learn(self, query: "Query", answers: torch.Tensor, checked: bool = False):
         """Everything after the victim: knockoff step, rewards, transfer set, observation.
-        ``checked``: the answers were already checked for NaN/inf (else it is done on the host)."""
+        ``checked``: the answers were already checked for NaN/inf (else it is done on the host).
+        Fewer answers than images (a journal replaying a step cut by the alarm) give the rest back."""
+        if len(answers) < len(query.index):
+            query = self._shorten(query, len(answers))
+        alarm = self.detector.observe(query.images, answers) if self.detector is not None else None
+        if alarm is not None and self.on_detection == "terminate" and alarm + 1 < len(answers):
+            self.victim.queries -= len(answers) - alarm - 1  # refused after the alarm: not charged
+            query, answers = self._shorten(query, alarm + 1), answers[:alarm + 1]
         index, position = query.index, query.position
         # scored before the update, then learned
         loss = self.knockoff.step(query.images, answers) if self.train_online else None
@@ -231,13 +270,16 @@ class KnockoffEnv(gym.Env):
         if not checked and not np.isfinite(outputs).all():
             raise_not_finite()
         reward, parts = self.rewards.score(host[:3])
+        if alarm is not None:
+            reward -= self.detection_penalty
         self.transfer_set.append(index, outputs)
         self._window_mean[:] = host[3:3 + k]
         self.spent += len(index)
         self._last_normalised[:] = [parts[f"{c}_normalised"] for c in COMPONENTS]
 
         remaining = self.query_set.remaining()
-        terminated = self.spent >= self.budget or not remaining.any()
+        terminated = self.spent >= self.budget or not remaining.any() \
+            or (self.detected_at is not None and self.on_detection == "terminate")
         self._needs_reset = terminated
         info = self._info(remaining)
         info.update(rewards=parts, resolved=query.resolved, label_position=position,
@@ -246,6 +288,16 @@ class KnockoffEnv(gym.Env):
                     queries_this_step=len(index))
         info["coarse"] = self.query_set.coarse_names[info["coarse_index"]]
         return self._observation(remaining), reward, terminated, False, info
+
+    def _shorten(self, query: "Query", n: int) -> "Query":
+        """Keep the first ``n`` images of ``query``; the rest go back to their pool."""
+        self.query_set.undraw(query.position, len(query.index) - n)
+        return query._replace(index=query.index[:n], images=query.images[:n])
+
+    @property
+    def detected_at(self) -> int | None:
+        """Queries spent when the detector raised its alarm this episode (None: not raised)."""
+        return None if self.detector is None else self.detector.alarm_at
 
     # --- actions and masks -----------------------------------------------------------
     def _resolve(self, action) -> tuple[int, bool]:
@@ -298,7 +350,7 @@ class KnockoffEnv(gym.Env):
     def _info(self, remaining: np.ndarray) -> dict[str, Any]:
         return {"queries": self.spent, "budget": self.budget,
                 "transfer_set_size": len(self.transfer_set),
-                "action_mask": (remaining > 0).astype(np.int8)}
+                "action_mask": (remaining > 0).astype(np.int8), "detected": self.detected_at is not None}
 
     # --- evaluation and the offline phase --------------------------------------------
     def transfer_images(self) -> torch.Tensor | Subset:
@@ -321,7 +373,9 @@ class KnockoffEnv(gym.Env):
 
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
         """Top-1 accuracy of the knockoff (or ``model``) and the victim on the eval set,
-        their ratio (the paper's "×victim") and the knockoff's agreement with the victim."""
+        their ratio (the paper's "×victim"), the knockoff's agreement with the victim, and the
+        defence's cost: ``victim_accuracy_defended`` (top-1 of the defended answers) and
+        ``defence_l1`` (mean L1 distance between defended and true answers)."""
         if self.eval_set is None:
             raise RuntimeError("no eval_set was given; pass eval_set=(images, labels) or a Dataset")
         data, labels = self.eval_set
@@ -332,7 +386,19 @@ class KnockoffEnv(gym.Env):
         knockoff_accuracy = float((knockoff_pred == labels).mean())
         return {"knockoff_accuracy": knockoff_accuracy, "victim_accuracy": victim_accuracy,
                 "times_victim": knockoff_accuracy / victim_accuracy if victim_accuracy > 0 else float("nan"),
-                "agreement": float((knockoff_pred == victim_pred).mean())}
+                "agreement": float((knockoff_pred == victim_pred).mean()), **self._defence_costs(eval_data, labels)}
+
+    def _defence_costs(self, eval_data, labels: np.ndarray) -> dict[str, float]:
+        """Victim accuracy under the defence and mean L1 perturbation on the eval set (cached)."""
+        if self._defence_cost is None:
+            hits, l1, first = 0.0, 0.0, 0
+            for x, *_ in _batches(eval_data, self.victim.batch_size):
+                true, defended = self.victim.true_and_defended(x, first)
+                hits += float((defended.argmax(1).cpu().numpy() == labels[first:first + len(x)]).sum())
+                l1 += float((defended - true).abs().sum())
+                first += len(x)
+            self._defence_cost = {"victim_accuracy_defended": hits / first, "defence_l1": l1 / first}
+        return self._defence_cost
 
     def _victim_predictions(self, eval_data) -> np.ndarray:
         """The victim's labels on the eval set; evaluation is not an attack query, so not counted."""
@@ -347,7 +413,17 @@ class KnockoffEnv(gym.Env):
                 "num_classes": self.num_classes, "query_set_size": len(self.query_set),
                 "labels": self.query_set.label_ids.tolist(), "action_mode": self.action_mode,
                 "reward": self.reward_weights, "diversity_window": self.rewards.window,
-                "train_online": self.train_online}
+                "train_online": self.train_online, **self._monitoring_config()}
+
+    def _monitoring_config(self) -> dict[str, Any]:
+        """Defence and detector, only when present (so undefended runs keep their old configs)."""
+        config = {}
+        if self.victim.defence:
+            config["defence"] = self.victim.defence.spec()
+        if self.detector is not None:
+            config.update(detector=self.detector.spec(), on_detection=self.on_detection,
+                          detection_penalty=self.detection_penalty)
+        return config
 
     def state_dict(self, transfer_set: bool = True) -> dict[str, Any]:
         """The episode's state as named arrays/tensors: pools, RNGs, knockoff, rewards, counters
@@ -359,6 +435,8 @@ class KnockoffEnv(gym.Env):
         state.update({f"query_set.{k}": v for k, v in self.query_set.state_dict().items()})
         state.update({f"knockoff.{k}": v for k, v in self.knockoff.state_dict().items()})
         state.update({f"rewards.{k}": v for k, v in self.rewards.state_dict().items()})
+        if self.detector is not None:
+            state.update({f"detector.{k}": v for k, v in self.detector.state_dict().items()})
         if transfer_set:
             indices, outputs = self.transfer_set.view()
             state.update({"transfer_set.indices": indices, "transfer_set.outputs": outputs})
@@ -378,6 +456,8 @@ class KnockoffEnv(gym.Env):
         self.spent, self._needs_reset = int(state["spent"]), bool(state["needs_reset"])
         self._last_normalised[:] = state["last_normalised"]
         self.victim.queries = int(state["victim_queries"])
+        if self.detector is not None:
+            self.detector.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("detector.")})
         self.transfer_set.clear()
         if "transfer_set.indices" in state:
             self.transfer_set.append(state["transfer_set.indices"], state["transfer_set.outputs"])

@@ -2,8 +2,9 @@
 
 `BlackBox` wraps either an ``nn.Module`` that returns logits or any callable that returns
 probabilities. It batches, places inputs on the right device, counts queries, checks that
-every answer is a probability distribution of the expected width, and truncates the answer
-to one of the output modes of the paper's truncation study (full, top-k, rounded, label).
+every answer is a probability distribution of the expected width, and passes the answers
+through the owner's defences (:mod:`.defences`), of which the output modes of the paper's
+truncation study (top-k, rounded, label) are the simplest.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .defences import EVAL_STREAM, QUERY_STREAM, Chain, Defence, Label, Rounded, TopK, parse_defence
+from .detectors import Detector, parse_detector
 from .validate import is_integer
 
 OUTPUT_MODES = ("probs", "top_k", "rounded", "label")
-MAX_DECIMALS = 30  # 10^30 × a probability stays finite in float32
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -56,6 +58,11 @@ class BlackBox:
         bf16: run an ``nn.Module`` victim under bfloat16 autocast (answers stay float32).
         channels_last: send 4-d image batches in channels-last memory format (faster
             convolutions on CUDA); the module is converted once.
+        defence: the owner's defence of the answers, applied before the ``output`` mode: a
+            spec (``"reverse_sigmoid:beta=0.7,gamma=0.2"``, ``"mad:eps=0.5+top_k:k=1"``), a
+            :class:`~knockoff_env.defences.Defence` or a list (see :mod:`.defences`).
+        detector: the monitor each client of this victim gets (``"prada"``, see
+            :mod:`.detectors`); :meth:`new_detector` makes one per attack.
     """
 
     def __init__(
@@ -72,6 +79,8 @@ class BlackBox:
         atol: float = 1e-3,
         bf16: bool = False,
         channels_last: bool = False,
+        defence: str | Defence | list | None = None,
+        detector: str | Detector | None = None,
     ):
         if not callable(victim):
             raise TypeError(f"victim must be an nn.Module or a callable, got {type(victim).__name__}")
@@ -81,11 +90,8 @@ class BlackBox:
             returns = "logits" if isinstance(victim, nn.Module) else "probs"
         if returns not in ("logits", "probs"):
             raise ValueError(f"returns={returns!r}: use 'logits' or 'probs'")
-        if output == "top_k" and (not is_integer(top_k) or top_k < 1):
-            raise ValueError(f"top_k={top_k!r} must be a positive integer")
-        if output == "rounded" and (not is_integer(decimals) or not 0 <= decimals <= MAX_DECIMALS):
-            raise ValueError(f"decimals={decimals!r} must be an integer from 0 to {MAX_DECIMALS} "
-                             "(float32 answers scaled by 10^decimals must not overflow)")
+        output_mode = {"probs": lambda: None, "top_k": lambda: TopK(top_k), "rounded": lambda: Rounded(decimals),
+                       "label": Label}[output]()  # validates top_k / decimals
         if not is_integer(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         self.device = resolve_device(device)
@@ -101,6 +107,16 @@ class BlackBox:
         self.returns, self.batch_size, self.atol = returns, int(batch_size), atol
         self.num_classes = num_classes
         self.queries = 0
+        self.defence: Chain = Chain(parse_defence(defence).defences + ([output_mode] if output_mode else []))
+        self.defence.bind(victim, self.device)
+        parse_detector(detector, self.device)  # refuse a bad spec now, not at the first episode
+        self.detector = detector
+
+    def new_detector(self) -> Detector | None:
+        """A fresh monitor for one client (None without a detector)."""
+        if isinstance(self.detector, Detector):
+            return self.detector
+        return parse_detector(self.detector, self.device)
 
     @torch.no_grad()  # not inference_mode: the answers become the knockoff's training targets
     def __call__(self, images: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
@@ -110,14 +126,23 @@ class BlackBox:
         that checks the answers once they are on the host anyway (the env does)."""
         if images.shape[0] == 0:
             raise ValueError("a query needs at least one image")
-        chunks = [self._answer(images[i:i + self.batch_size], check_finite)
-                  for i in range(0, images.shape[0], self.batch_size)]
+        chunks = []
+        for i in range(0, images.shape[0], self.batch_size):
+            batch = images[i:i + self.batch_size].to(self.device, non_blocking=True)
+            probs = self._answer(batch, check_finite)
+            chunks.append(self.defence(probs, batch, self.queries + i, QUERY_STREAM) if self.defence else probs)
         self.queries += images.shape[0]
-        probs = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
-        return self._truncate(probs)
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+    @torch.no_grad()
+    def true_and_defended(self, images: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The owner's view, for the defence's cost: true answers and defended ones, not counted
+        as queries (randomised defences draw from their evaluation stream, from index ``first``)."""
+        images = images.to(self.device)
+        probs = self._answer(images, True)
+        return probs, self.defence(probs, images, first, EVAL_STREAM) if self.defence else probs
 
     def _answer(self, images: torch.Tensor, check_finite: bool) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
         if self.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
@@ -143,18 +168,3 @@ class BlackBox:
                 "victim output is not a probability distribution (negative entries or rows not "
                 "summing to 1); pass returns='logits' if the callable returns logits")
         return out
-
-    def _truncate(self, probs: torch.Tensor) -> torch.Tensor:
-        if self.output == "probs":
-            return probs
-        if self.output == "label":
-            return nn.functional.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype)
-        if self.output == "top_k":
-            values, index = probs.topk(min(self.top_k, probs.shape[1]), dim=1)
-            kept = torch.zeros_like(probs).scatter_(1, index, values)
-        else:
-            kept = torch.round(probs, decimals=self.decimals)
-            empty = kept.sum(1) == 0  # every class rounded to zero: fall back to the top label
-            if empty.any():
-                kept[empty] = nn.functional.one_hot(probs[empty].argmax(1), probs.shape[1]).to(probs.dtype)
-        return kept / kept.sum(1, keepdim=True)

@@ -9,8 +9,9 @@ Specs select defences by name: ``"reverse_sigmoid:beta=0.7,gamma=0.2"``, chains 
 with ``+`` (``"mad:eps=0.5+top_k:k=1"``), or a list of specs / :class:`Defence` objects.
 
 * ``reverse_sigmoid`` (Lee et al., 2019): ỹ ∝ max(0, y − β(σ(γ σ⁻¹(y)) − ½)).
-* ``noise``: ỹ ∝ max(0, y + σ·z), z ~ N(0, 1); z is a function of the seed and of the
-  query's index, so a resumed attack receives the same noise as an uninterrupted one.
+* ``noise``: ỹ ∝ max(0, y + σ·z), z ~ N(0, 1) drawn from a generator seeded by the seed and
+  the image's bytes: the same query always gets the same answer (averaging repeats gains
+  nothing), and seeded, resumed or batched attacks are reproducible.
 * ``mad`` / ``mad_argmax`` (Orekondy, Schiele, Fritz, ICLR 2020): see :class:`MAD`.
 * ``adaptive_misinformation`` (Kariyappa & Qureshi, CVPR 2020): see
   :class:`AdaptiveMisinformation`.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import ast
 import copy
 import inspect
+import zlib
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -30,7 +32,6 @@ from torch import nn
 from .validate import is_finite_number, is_integer
 
 MAX_DECIMALS = 30  # 10^30 × a probability stays finite in float32
-QUERY_STREAM, EVAL_STREAM = 0, 1  # noise streams: the attack's queries, and the defender's evaluation
 
 
 def normalise(values: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
@@ -50,18 +51,16 @@ def one_hot_top(probs: torch.Tensor) -> torch.Tensor:
 class Defence:
     """A batched transformation of the victim's answers (subclasses set ``name``).
 
-    ``__call__(probs, images, first_query, stream)``: ``probs`` (n, K) true answers,
-    ``images`` the queried batch (on the victim's device), ``first_query`` the index of
-    the batch's first query (for defences drawing randomness per query), ``stream``
-    :data:`QUERY_STREAM` or :data:`EVAL_STREAM`."""
+    ``__call__(probs, images)``: ``probs`` (n, K) true answers, ``images`` the queried batch
+    (on the victim's device); returns the (n, K) answers. A defence keeps no state that
+    changes with the queries, so answering is a pure function of the query."""
 
     name = ""
 
     def bind(self, victim: Callable, device: torch.device) -> None:
         """Called once by the black box: the victim model and its device."""
 
-    def __call__(self, probs: torch.Tensor, images: torch.Tensor, first_query: int = 0,
-                 stream: int = QUERY_STREAM) -> torch.Tensor:
+    def __call__(self, probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def spec(self) -> str:
@@ -83,9 +82,9 @@ class Chain(Defence):
         for d in self.defences:
             d.bind(victim, device)
 
-    def __call__(self, probs, images, first_query=0, stream=QUERY_STREAM):
+    def __call__(self, probs, images):
         for d in self.defences:
-            probs = d(probs, images, first_query, stream)
+            probs = d(probs, images)
         return probs
 
     def __bool__(self) -> bool:
@@ -108,7 +107,7 @@ class TopK(Defence):
     def _params(self):
         return {"k": self.k}
 
-    def __call__(self, probs, images, first_query=0, stream=QUERY_STREAM):
+    def __call__(self, probs, images):
         values, index = probs.topk(min(self.k, probs.shape[1]), dim=1)
         kept = torch.zeros_like(probs).scatter_(1, index, values)
         return kept / kept.sum(1, keepdim=True)
@@ -128,7 +127,7 @@ class Rounded(Defence):
     def _params(self):
         return {"decimals": self.decimals}
 
-    def __call__(self, probs, images, first_query=0, stream=QUERY_STREAM):
+    def __call__(self, probs, images):
         return normalise(torch.round(probs, decimals=self.decimals), one_hot_top(probs))
 
 
@@ -137,7 +136,7 @@ class Label(Defence):
 
     name = "label"
 
-    def __call__(self, probs, images, first_query=0, stream=QUERY_STREAM):
+    def __call__(self, probs, images):
         return one_hot_top(probs)
 
 
@@ -160,7 +159,7 @@ class ReverseSigmoid(Defence):
     def _params(self):
         return {"beta": self.beta, "gamma": self.gamma}
 
-    def __call__(self, probs, images, first_query=0, stream=QUERY_STREAM):
+    def __call__(self, probs, images):
         logit = torch.logit(probs.clamp(self.CLAMP, 1 - self.CLAMP))
         perturbed = (probs - self.beta * (torch.sigmoid(self.gamma * logit) - 0.5)).clamp_min(0)
         return normalise(perturbed, probs)
@@ -168,8 +167,8 @@ class ReverseSigmoid(Defence):
 
 class Noise(Defence):
     """Gaussian noise of standard deviation ``sigma`` added to each answer, negative entries
-    clipped, renormalised. The noise of query i is drawn from a generator seeded with
-    (seed, stream, i), so it does not depend on how the queries were batched or resumed."""
+    clipped, renormalised. Each image's noise comes from a generator seeded with the seed
+    and a CRC-32 of the image's bytes, so it depends on the query alone."""
 
     name = "noise"
 
@@ -183,20 +182,20 @@ class Noise(Defence):
     def _params(self):
         return {"sigma": self.sigma, "seed": self.seed}
 
-    def draw(self, n: int, k: int, first_query: int, stream: int, device: torch.device) -> torch.Tensor:
-        """Standard normal noise, (n, k), row i from query ``first_query + i``."""
-        rows = []
-        for i in range(first_query, first_query + n):
-            g = torch.Generator(device="cpu").manual_seed((self.seed * 2 + stream) * 1_000_000_007 + i)
-            rows.append(torch.randn(k, generator=g))
-        return torch.stack(rows).to(device)
+    def draw(self, images: torch.Tensor, k: int) -> torch.Tensor:
+        """Standard normal noise, one row of ``k`` per image, a function of (seed, image)."""
+        host = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        start = zlib.crc32(self.seed.to_bytes(8, "little"))  # torch seeds its CPU generator from 32 bits
+        rows = [torch.randn(k, generator=torch.Generator().manual_seed(zlib.crc32(image.tobytes(), start)))
+                for image in host]
+        return torch.stack(rows).to(images.device)
 
     def perturb(self, probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The deterministic part: y + σ·noise, clipped at 0, renormalised (all-zero: y kept)."""
         return normalise((probs + self.sigma * noise).clamp_min(0), probs)
 
-    def __call__(self, probs, images, first_query=0, stream=QUERY_STREAM):
-        return self.perturb(probs, self.draw(probs.shape[0], probs.shape[1], first_query, stream, probs.device))
+    def __call__(self, probs, images):
+        return self.perturb(probs, self.draw(images, probs.shape[1]).to(probs.device))
 
 
 def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -269,7 +268,7 @@ class MAD(Defence):
         moved = moved / moved.norm(dim=2, keepdim=True).clamp_min(1e-12)
         return (moved - base[:, None]).pow(2).sum(2)
 
-    def __call__(self, probs, images, first_query=0, stream=QUERY_STREAM):
+    def __call__(self, probs, images):
         if self.surrogate is None:
             raise RuntimeError("MAD was not bound to a victim; use it through BlackBox(defence=...)")
         with torch.no_grad():
@@ -325,7 +324,7 @@ class AdaptiveMisinformation(Defence):
         if self.misinformation is not None:
             self.misinformation.to(device).eval()
 
-    def __call__(self, probs, images, first_query=0, stream=QUERY_STREAM):
+    def __call__(self, probs, images):
         if self.misinformation is None:
             wrong = torch.softmax(-torch.log(probs.clamp_min(1e-12)), dim=1)
         else:

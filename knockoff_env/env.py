@@ -393,7 +393,7 @@ class KnockoffEnv(gym.Env):
         if self._defence_cost is None:
             hits, l1, first = 0.0, 0.0, 0
             for x, *_ in _batches(eval_data, self.victim.batch_size):
-                true, defended = self.victim.true_and_defended(x, first)
+                true, defended = self.victim.true_and_defended(x)
                 hits += float((defended.argmax(1).cpu().numpy() == labels[first:first + len(x)]).sum())
                 l1 += float((defended - true).abs().sum())
                 first += len(x)

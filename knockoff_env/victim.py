@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .defences import EVAL_STREAM, QUERY_STREAM, Chain, Defence, Label, Rounded, TopK, parse_defence
+from .defences import Chain, Defence, Label, Rounded, TopK, parse_defence
 from .detectors import Detector, parse_detector
 from .validate import is_integer
 
@@ -130,17 +130,16 @@ class BlackBox:
         for i in range(0, images.shape[0], self.batch_size):
             batch = images[i:i + self.batch_size].to(self.device, non_blocking=True)
             probs = self._answer(batch, check_finite)
-            chunks.append(self.defence(probs, batch, self.queries + i, QUERY_STREAM) if self.defence else probs)
+            chunks.append(self.defence(probs, batch) if self.defence else probs)
         self.queries += images.shape[0]
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     @torch.no_grad()
-    def true_and_defended(self, images: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """The owner's view, for the defence's cost: true answers and defended ones, not counted
-        as queries (randomised defences draw from their evaluation stream, from index ``first``)."""
+    def true_and_defended(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The owner's view, for the defence's cost: true and defended answers, not counted as queries."""
         images = images.to(self.device)
         probs = self._answer(images, True)
-        return probs, self.defence(probs, images, first, EVAL_STREAM) if self.defence else probs
+        return probs, self.defence(probs, images) if self.defence else probs
 
     def _answer(self, images: torch.Tensor, check_finite: bool) -> torch.Tensor:
         if self.channels_last and images.ndim == 4:

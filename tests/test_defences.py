@@ -31,12 +31,15 @@ def test_noise_by_hand_and_reproducible_per_query():
     noise = Noise(sigma=0.5, seed=3)
     out = noise.perturb(rows([0.5, 0.3, 0.2]), rows([0.2, -0.8, 0.1]))
     np.testing.assert_allclose(out.numpy(), [[0.6 / 0.85, 0.0, 0.25 / 0.85]], atol=1e-6)
-    y = torch.softmax(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), 1)
-    whole = noise(y, None, first_query=10)
-    split = torch.cat([noise(y[:2], None, first_query=10), noise(y[2:], None, first_query=12)])
-    assert torch.equal(whole, split)  # query i's noise depends on i, not on the batching
-    assert not torch.allclose(whole, noise(y, None, first_query=11))
-    assert not torch.allclose(whole, Noise(sigma=0.5, seed=4)(y, None, first_query=10))
+    g = torch.Generator().manual_seed(0)
+    y, images = torch.softmax(torch.randn(6, 4, generator=g), 1), torch.rand(6, 1, 8, 8, generator=g)
+    whole = noise(y, images)
+    split = torch.cat([noise(y[:2], images[:2]), noise(y[2:], images[2:])])
+    assert torch.equal(whole, split)  # an image's noise depends on the image, not on the batch
+    assert torch.equal(noise(y[[0, 0]], images[[3, 3]]), noise(y[[0, 0]], images[[3, 3]]))
+    others = noise(y, images.roll(1, 0))
+    assert not torch.allclose(whole, others)
+    assert not torch.allclose(whole, Noise(sigma=0.5, seed=4)(y, images))
     assert (whole >= 0).all() and torch.allclose(whole.sum(1), torch.ones(6))
 
 

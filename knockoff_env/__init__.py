@@ -7,6 +7,8 @@ imports and registers in one go.
 from gymnasium.envs.registration import register, registry
 
 from . import fork_safety  # noqa: F401  (registers the at-fork handler)
+from .defences import Defence, parse_defence
+from .detectors import PRADA, Detector, parse_detector
 from .env import KnockoffEnv
 from .knockoff import OnlineKnockoff, train_offline
 from .query_set import QuerySet
@@ -15,7 +17,8 @@ from .transfer_set import TransferSet
 from .victim import BlackBox, VictimOutputError
 
 __all__ = ["KnockoffEnv", "BlackBox", "VictimOutputError", "QuerySet", "RewardFunction", "TransferSet",
-           "OnlineKnockoff", "train_offline", "certainty", "diversity", "soft_cross_entropy", "ENV_IDS"]
+           "OnlineKnockoff", "train_offline", "certainty", "diversity", "soft_cross_entropy", "ENV_IDS",
+           "Defence", "parse_defence", "Detector", "PRADA", "parse_detector"]
 __version__ = "0.1.0"
 
 ENV_IDS = {

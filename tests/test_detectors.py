@@ -225,3 +225,15 @@ def test_sb3_vector_env_and_multiknockoff_play_against_defences(make_env, seeds_
     assert [env.spent for env in multi.envs] == [env.detected_at for env in multi.envs]
     assert all(env.spent < env.budget for env in multi.envs)
     assert box.queries == sum(env.spent for env in multi.envs)
+
+
+def test_cli_attack_with_defence_and_detector(capsys):
+    from knockoff_env.cli import main
+    assert main(["attack", "--agent", "random", "--budget", "40", "--offline-only", "--quiet",
+                 "--defence", "reverse_sigmoid:beta=0.7,gamma=0.2+top_k:k=3", "--detector", "prada",
+                 "--on-detection", "flag"]) == 0
+    out = capsys.readouterr().out
+    assert "under defence     victim accuracy" in out and "reverse_sigmoid:beta=0.7,gamma=0.2+top_k:k=3" in out
+    assert "prada:delta=0.95" in out
+    assert main(["attack", "--budget", "40", "--quiet", "--defence", "mad:epsilon=1"]) == 2
+    assert "bad parameter 'epsilon=1'" in capsys.readouterr().err

@@ -116,7 +116,8 @@ def main() -> None:
         f"({args.epochs} epochs). Victim accuracy under the defence and L1 (eval): top-1 of the defended answers "
         "and mean ‖ỹ − y‖₁ on the eval set (the cost to benign users); L1 (queries): the same on the attack's "
         "own queries.",
-        table(["defence", "agent", "knockoff acc.", "victim acc. under defence", "L1 (eval)", "L1 (queries)"], rows),
+        table(["defence", "agent", "knockoff acc.", "victim acc. under defence", "L1 (eval)", "L1 (queries)"],
+              rows),
         "PRADA (δ = 0.95, 100 distances before the first test): queries until the alarm; 'none' = no alarm.",
         table(["client", "alarm at query", "queries sent"], alarm_rows),
         LITERATURE])

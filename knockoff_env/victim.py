@@ -8,6 +8,7 @@ truncation study (top-k, rounded, label) are the simplest.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -114,8 +115,10 @@ class BlackBox:
 
     def new_detector(self) -> Detector | None:
         """A fresh monitor for one client (None without a detector)."""
-        if isinstance(self.detector, Detector):
-            return self.detector
+        if isinstance(self.detector, Detector):  # a template: each client gets its own copy
+            fresh = copy.deepcopy(self.detector)
+            fresh.reset()
+            return fresh
         return parse_detector(self.detector, self.device)
 
     @torch.no_grad()  # not inference_mode: the answers become the knockoff's training targets

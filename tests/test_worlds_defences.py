@@ -8,13 +8,19 @@ import knockoff_env
 from miniature import cifar_without_checksums, data_root  # noqa: F401
 
 PAPER_OPTIONS = dict(query_set="d2", arch="resnet18", knockoff_init="scratch", image_size=32, device="cpu")
-OPTIONS = {i: ({} if "digits" in e else dict(PAPER_OPTIONS) if "paper" in e else dict(budget=12, device="cpu"))
-           for i, e in knockoff_env.ENV_IDS.items()}
+# one world per factory: every id of a family is built by the same function with the same **kwargs
+FAMILIES = {"knockoff_env.worlds.digits:": ("Knockoff-Digits-v0", {}),
+            "knockoff_env.worlds.paper:": ("Knockoff-Caltech256-v0", PAPER_OPTIONS),
+            "knockoff_env.worlds.small_scale:": ("Knockoff-CIFAR10-v0", dict(budget=12, device="cpu"))}
 
 
-@pytest.mark.parametrize("env_id", sorted(OPTIONS))
-def test_every_world_plays_against_a_defence_and_a_detector(env_id, data_root):
-    options = OPTIONS[env_id] if "Digits" in env_id else {**OPTIONS[env_id], "data_root": data_root}
+def test_every_registered_id_belongs_to_a_family_tested_here():
+    assert all(entry.startswith(tuple(FAMILIES)) for entry in knockoff_env.ENV_IDS.values())
+
+
+@pytest.mark.parametrize("env_id, options", list(FAMILIES.values()))
+def test_every_world_plays_against_a_defence_and_a_detector(env_id, options, data_root):
+    options = options if "Digits" in env_id else {**options, "data_root": data_root}
     env = gym.make(env_id, defence="mad_argmax:eps=0.5+top_k:k=2", detector="prada:min_distances=3",
                    on_detection="flag", **options)
     world = env.unwrapped

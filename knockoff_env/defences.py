@@ -228,10 +228,10 @@ class MAD(Defence):
     every vertex is tried with the largest step that keeps it (α < d/(1 + d),
     d = y_top − y_k) and within ε, and the one of largest deviation wins.
 
-    ``surrogate``: the defender's model F, an ``nn.Module`` returning logits. Default: a
-    freshly initialised copy of the victim's architecture (seeded by ``seed``), the
-    attacker-agnostic surrogate the paper uses; a callable victim that is not an
-    ``nn.Module`` needs one given.
+    ``surrogate``: the defender's model F, an ``nn.Module`` returning logits, standing in for
+    the attacker's model, whose weights the defender cannot know. Default: a freshly
+    initialised copy of the victim's architecture (seeded by ``seed``); a callable victim
+    that is not an ``nn.Module`` needs one given. Only F's output p enters the closed form.
     """
 
     name = "mad"

@@ -16,21 +16,39 @@ from torch import nn
 from .decode import Preprocess
 
 
-def timm_model(name: str, num_classes: int | None = None, weights: str | Path | None = None) -> nn.Module:
-    """timm model ``name`` (``num_classes`` outputs, default: its own), weights from the file ``weights``."""
+def timm_model(name: str, num_classes: int | None = None, weights: str | Path | None = None,
+               strict: bool = False) -> nn.Module:
+    """timm model ``name`` with weights from the file ``weights``. ``num_classes``: default the
+    width of the file's classifier, else the model's own. ``strict``: every tensor must load
+    (a victim); else those that match (a knockoff initialised from another task's weights)."""
     import timm
 
     if not timm.is_model(name):
         raise ValueError(f"timm has no model {name!r}; see timm.list_models()")
+    state = None if weights is None else read_state(weights)
+    if num_classes is None and state is not None:
+        head = f"{timm.models.get_pretrained_cfg_value(name, 'classifier') or 'fc'}.weight"
+        num_classes = state[head].shape[0] if head in state else None
     options = {} if num_classes is None else {"num_classes": int(num_classes)}
     model = timm.create_model(name, pretrained=False, **options)
-    if weights is not None:
-        load_weights(model, weights)
+    if state is not None:
+        load_matching(model, state, weights, strict)
     return model
 
 
-def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
-    """Copy every tensor of the file ``weights`` whose name and shape match into ``model``."""
+def load_matching(model: nn.Module, state: dict, weights, strict: bool) -> nn.Module:
+    """Copy every tensor of ``state`` whose name and shape match into ``model`` (all, if ``strict``)."""
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched or (strict and len(matched) != len(own)):
+        raise ValueError(f"the tensors of {weights} do not fit this model ({len(matched)} of {len(own)} match): "
+                         "they were saved from another architecture or class count")
+    model.load_state_dict(matched, strict=False)
+    return model
+
+
+def read_state(weights: str | Path) -> dict:
+    """The state dict in the file ``weights``."""
     path = Path(weights).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"weights file {path} not found; give the path of a saved state dict "
@@ -43,12 +61,7 @@ def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds no state dict (a mapping of parameter names to tensors)")
-    own = model.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise ValueError(f"no tensor of {path} matches the model: it was saved from another architecture")
-    model.load_state_dict(matched, strict=False)
-    return model
+    return state
 
 
 def timm_preprocess(model: nn.Module | str) -> Preprocess:

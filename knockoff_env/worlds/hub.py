@@ -25,8 +25,8 @@ def make_hub_env(*, victim: str, victim_weights, query_set=None, eval_set=None, 
     """Victim and knockoff by timm name (local weights), query and eval sets from ``datasets``.
 
     ``knockoff`` defaults to the victim's architecture, ``knockoff_weights`` to a random init.
-    ``num_classes`` defaults to the victim model's. Every other keyword goes to KnockoffEnv."""
-    model = timm_model(victim, num_classes, victim_weights)
+    ``num_classes`` defaults to the width of the victim's classifier in ``victim_weights``. Every other keyword goes to KnockoffEnv."""
+    model = timm_model(victim, num_classes, victim_weights, strict=True)
     preprocess = timm_preprocess(model)
     columns = {"image_column": image_column, "label_column": label_column, "transform": preprocess}
     if (query_set is None) == (packed is None):

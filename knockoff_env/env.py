@@ -279,6 +279,12 @@ class KnockoffEnv(gym.Env):
         if self.lookahead and not self._needs_reset:
             self.lookahead.hint(probabilities, plan, self.budget - self.spent)
 
+    def close(self) -> None:
+        """Stop the look-ahead's worker threads (the env stays usable, decoding on demand)."""
+        if self.lookahead:
+            self.lookahead.close()
+            self.lookahead = None
+
     # --- actions and masks -----------------------------------------------------------
     def _resolve(self, action) -> tuple[int, bool]:
         """Flat label position for ``action``; exhausted or missing labels are redrawn."""

@@ -185,3 +185,5 @@ def test_lookahead_holds_only_what_is_still_wanted(make_env):
     assert 0 < lookahead.stats()["ready"] <= 2 * env.queries_per_step
     env.reset(seed=0)
     assert lookahead.stats()["ready"] == 0
+    env.close()  # the workers stop; the env goes on decoding on demand
+    assert env.lookahead is None and env.step(np.array([0, 0]))[4]["queries"] == 4

@@ -217,6 +217,9 @@ def main() -> None:
             f"({CLASSES} classes) and knockoff at 224 px, random init, 4 queries per step, random agent "
             f"(its plan feeds the look-ahead). *60k queries*: step ms × 15,000 steps.\n\n"
             + table(header, rows)
+            + "\n\nOn a CPU the two models dominate the step; the *decode* column is what the look-ahead takes off "
+              "the step's critical path (the decoding itself moves to worker threads on the same cores, so on a "
+              "CPU the step shrinks by less)."
             + f"\n\nLook-ahead hit rate ({args.hit_steps} steps per agent, default options, 32-px models so "
               "that only prediction is measured; *late*: hits still decoding when drawn):\n\n"
             + table(["agent", "steps", "hit rate", "late"], rate_rows) + gpu)

@@ -4,6 +4,8 @@ Equivalently, a label is chosen with probability proportional to the images it h
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .base import Agent, action_for
@@ -21,3 +23,21 @@ class RandomAgent(Agent):
             remaining = remaining * label_ok
         total = remaining.sum()
         return remaining / total if total > 0 else remaining
+
+    def plan(self, steps: int) -> list[int]:
+        """The labels (flat positions) :meth:`act` will choose in the next ``steps`` steps, as
+        long as the env draws as expected: acting is replayed on copies of the RNG and pools.
+        The env's look-ahead decodes their images ahead (see :mod:`knockoff_env.lookahead`)."""
+        core = self.env.unwrapped
+        rng = copy.deepcopy(self.rng)
+        remaining = self.query_set.remaining().copy()
+        left = core.budget - core.spent
+        plan = []
+        while len(plan) < steps and left > 0 and remaining.any():
+            p = remaining.astype(np.float64)
+            position = int(rng.choice(len(remaining), p=p / p.sum()))
+            taken = min(core.queries_per_step, left, remaining[position])
+            remaining[position] -= taken
+            left -= taken
+            plan.append(position)
+        return plan

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from knockoff_env.lookahead import hint_from
+
 from .attack_log import AttackLog
 from .durable import DurableRun, is_json
 
@@ -56,6 +58,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     curve = []
     with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress, desc="attack") as bar:
         while not done:
+            hint_from(core, agent, step)
             action = agent.act(obs, info)
             if log and step % policy_every == 0 and hasattr(agent, "coarse_probabilities"):
                 log.policy(info["queries"], agent.coarse_probabilities(np.asarray(info["action_mask"], bool)))

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import pack_command
 from .commands import add_world_commands
 
 
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=attack)
     add_world_commands(commands)
+    pack_command.add_parser(commands)
     return parser
 
 

@@ -13,8 +13,10 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .checkpoint import load_checkpoint, save_checkpoint, text_tensor
+from .compiled import compile_model, compile_option
 from .detectors import parse_detector
 from .knockoff import OnlineKnockoff, _batches, build_model, predict, train_offline
+from .lookahead import build_lookahead
 from .query_set import QuerySet, as_images_and_labels
 from .rewards import COMPONENTS, RewardFunction, parse_reward
 from .transfer_set import TransferSet
@@ -100,6 +102,10 @@ class KnockoffEnv(gym.Env):
     set's images, and page-locked batches for asynchronous copies to the GPU. train_online:
     False skips the online knockoff (as the paper's random strategy, which trains only
     offline): the loss component is then not measured (NaN in ``info``) nor rewarded.
+    lookahead: True or a dict of options decodes the images of probable next steps on worker
+        threads ahead of time (:mod:`.lookahead`; never changes the draws); agents' hints reach it
+        through :meth:`hint`; ``info["lookahead"]`` reports its hit rate. compile_models:
+        ``torch.compile`` both models (True; ``"reduce-overhead"`` = CUDA graphs on a GPU).
     """
 
     metadata = {"render_modes": []}
@@ -135,6 +141,8 @@ class KnockoffEnv(gym.Env):
         detector: Any = None,
         on_detection: str = "terminate",
         detection_penalty: float = 0.0,
+        lookahead: bool | dict = False,
+        compile_models: bool | str = False,
     ):
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
@@ -187,6 +195,12 @@ class KnockoffEnv(gym.Env):
         self.rewards = RewardFunction(self.reward_weights, self.num_classes, diversity_window, self.device,
                                       max_queries=self.budget)
         self.transfer_set = TransferSet(self.budget, self.num_classes)
+        self.lookahead = build_lookahead(lookahead, self.query_set, self.query_set.fetch, self.device,
+                                         self.queries_per_step)
+        self._compile = compile_option(compile_models, self.device)
+        if self._compile:
+            compile_model(self.victim.victim, self._compile)
+            compile_model(self.knockoff.model, self._compile)
 
         qs = self.query_set
         if action_mode == "hierarchical":
@@ -211,7 +225,11 @@ class KnockoffEnv(gym.Env):
             if not isinstance(self._knockoff_source, nn.Module):
                 self.knockoff = OnlineKnockoff(build_model(self._knockoff_source), self.device,
                                                self.knockoff.lr, self.knockoff.momentum, **self._precision)
+                if self._compile:
+                    compile_model(self.knockoff.model, self._compile)
         self.knockoff.reset()
+        if self.lookahead:
+            self.lookahead.clear()
         self.query_set.reset(self.np_random)
         self.rewards.reset()
         self.transfer_set.clear()
@@ -242,12 +260,16 @@ class KnockoffEnv(gym.Env):
         position, resolved = self._resolve(action)
         n = min(self.queries_per_step, self.budget - self.spent)
         index = self.query_set.draw(position, n)
-        images = self.query_set.fetch(index).to(self.device, non_blocking=True)  # once, for both models
+        images = self.lookahead.take(index) if self.lookahead else None
+        if images is None:
+            images = self.query_set.fetch(index).to(self.device, non_blocking=True)  # once, for both models
         return Query(position, resolved, index, images)
 
     def cancel(self, query: "Query") -> None:
         """Undo :meth:`prepare` when the victim never answered: the images go back to their pool."""
         self.query_set.undraw(query.position, len(query.index))
+        if self.lookahead:
+            self.lookahead.give_back(query.index, query.images)
 
     def learn(self, query: "Query", answers: torch.Tensor, checked: bool = False):
         """Everything after the victim: knockoff step, rewards, transfer set, observation.
@@ -287,6 +309,10 @@ class KnockoffEnv(gym.Env):
                     coarse_index=int(self.query_set.coarse_of_label[position]),
                     queries_this_step=len(index))
         info["coarse"] = self.query_set.coarse_names[info["coarse_index"]]
+        if self.lookahead:
+            if not terminated:
+                self.lookahead.refresh(self.budget - self.spent)
+            info["lookahead"] = self.lookahead.stats()
         return self._observation(remaining), reward, terminated, False, info
 
     def _shorten(self, query: "Query", n: int) -> "Query":
@@ -298,6 +324,17 @@ class KnockoffEnv(gym.Env):
     def detected_at(self) -> int | None:
         """Queries spent when the detector raised its alarm this episode (None: not raised)."""
         return None if self.detector is None else self.detector.alarm_at
+    def hint(self, probabilities: np.ndarray | None = None, plan=None) -> None:
+        """What the agent will probably do next, for the look-ahead (nothing without one):
+        its label ``probabilities`` (flat order) or the ``plan`` of its next labels."""
+        if self.lookahead and not self._needs_reset:
+            self.lookahead.hint(probabilities, plan, self.budget - self.spent)
+
+    def close(self) -> None:
+        """Stop the look-ahead's worker threads (the env stays usable, decoding on demand)."""
+        if self.lookahead:
+            self.lookahead.close()
+            self.lookahead = None
 
     # --- actions and masks -----------------------------------------------------------
     def _resolve(self, action) -> tuple[int, bool]:
@@ -459,6 +496,8 @@ class KnockoffEnv(gym.Env):
         if self.detector is not None:
             self.detector.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("detector.")})
         self.transfer_set.clear()
+        if self.lookahead:
+            self.lookahead.clear()
         if "transfer_set.indices" in state:
             self.transfer_set.append(state["transfer_set.indices"], state["transfer_set.outputs"])
 

@@ -36,6 +36,9 @@ class ImageFetcher:
     def __call__(self, index: np.ndarray) -> torch.Tensor:
         if isinstance(self.images, torch.Tensor):
             batch = self.images[torch.from_numpy(np.asarray(index, np.int64))]
+        elif hasattr(self.images, "load_batch"):  # decodes a whole batch at once (maybe on the GPU)
+            batch = self.images.load_batch(np.asarray(index, np.int64))
+            return batch.pin_memory() if self.pin_memory and batch.device.type == "cpu" else batch
         else:
             get = self._item
             items = list(self._pool.map(get, index)) if self._pool and len(index) > 1 else [get(i) for i in index]

@@ -8,6 +8,7 @@ not depend on the size of the query set.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -157,6 +158,34 @@ class QuerySet:
         stop = min(start + n, self.pool_ends[position])
         self.cursor[position] = stop
         return self.order[start:stop]
+
+    def peek(self, plan: Sequence[int], n: int, limit: int | None = None) -> list[np.ndarray]:
+        """The indices that drawing ``n`` images from each label of ``plan`` in turn would take,
+        without drawing: pools not yet shuffled are shuffled on copies, with a copy of the RNG.
+        ``limit`` caps the images in all (the budget left). Stops early at an empty pool (the
+        env would redraw that action, so what follows is unknown)."""
+        rng, cursor, copies = None, {}, {}
+        left = len(self) if limit is None else int(limit)
+        batches = []
+        for position in plan:
+            position = int(position)
+            start = cursor.get(position, int(self.cursor[position]))
+            end = int(self.pool_ends[position])
+            stop = min(start + n, end, start + left)
+            if stop <= start:
+                break
+            if not self.shuffled[position] and position not in copies:
+                rng = rng or copy.deepcopy(self.rng)
+                pool = self.order[start:end].copy()
+                rng.shuffle(pool)
+                copies[position] = (start, pool)
+            if position in copies:
+                base, pool = copies[position]
+                batches.append(pool[start - base:stop - base])
+            else:
+                batches.append(self.order[start:stop].copy())
+            cursor[position], left = stop, left - (stop - start)
+        return batches
 
     def undraw(self, position: int, n: int) -> None:
         """Give back the last ``n`` images drawn from ``position`` (their query was never answered)."""

@@ -96,6 +96,10 @@ class ImageFiles(Dataset):
         image = self._load(index)
         return (self.transform(image) if self.transform is not None else image), label
 
+    def image(self, index: int) -> Image.Image:
+        """The decoded (untransformed) RGB image at ``index`` (or the next readable one of its label)."""
+        return self._load(int(index))
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageFiles":
         """The images at ``indices`` (same classes and transform)."""
         return ImageFiles([self.samples[int(i)] for i in indices], self.classes, self.transform)

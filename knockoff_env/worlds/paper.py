@@ -18,6 +18,7 @@ from ..hierarchy import default_hierarchy_path
 from ..query_set import dataset_labels
 from ..victim_training import default_checkpoint, load_victim
 from .assembly import default_budget, resolve_hierarchy
+from .fast_images import fast_query_set
 
 QUERY_SETS = ("ilsvrc", "openimages", "d2")
 BUDGET = 60_000  # the paper's largest budget
@@ -26,7 +27,8 @@ BUDGET = 60_000  # the paper's largest budget
 def make_paper_env(victim_dataset: str, *, query_set: str = "ilsvrc", data_root=None,
                    victim_checkpoint: str | Path | None = None, arch: str = "resnet34",
                    knockoff_init: str | Path = "imagenet", image_size: int | None = None, budget: int | None = None,
-                   hierarchy="auto", tau_d: float = 1.0, tau_k: float = 1.0, **kwargs) -> KnockoffEnv:
+                   hierarchy="auto", tau_d: float = 1.0, tau_k: float = 1.0, packed=None, decode: str = "pil",
+                   **kwargs) -> KnockoffEnv:
     """The world of ``victim_dataset`` (one of the paper's four); see the registered entry points."""
     if victim_dataset not in PAPER_VICTIMS:
         raise ValueError(f"unknown paper victim {victim_dataset!r}; choose one of {tuple(PAPER_VICTIMS)}")
@@ -51,6 +53,7 @@ def make_paper_env(victim_dataset: str, *, query_set: str = "ilsvrc", data_root=
         images = (ilsvrc if query_set == "ilsvrc" else openimages).load(root, image_size=image_size)
         tree = resolve_hierarchy(hierarchy, dataset_labels(images), default_hierarchy_path(query_set, root),
                                  f"knockoff build-hierarchy {query_set} --data-root {root}")
+    images = fast_query_set(images, packed, decode, image_size, kwargs.get("device", "auto"))
     return KnockoffEnv(victim=victim, query_set=images, hierarchy=tree, eval_set=eval_set,
                        knockoff=partial(build_arch, arch, meta["num_classes"], knockoff_init),
                        budget=default_budget(budget, BUDGET, len(images)), num_classes=meta["num_classes"],
@@ -93,7 +96,10 @@ _DOC = """``Knockoff-{title}-v0``: steal the paper's {title} classifier ({what})
     (ILSVRC/OpenImages: ``<data_root>/hierarchies/<query_set>-30.json`` from ``knockoff
     build-hierarchy``; D²: one node per source), ``None``, a dict or a JSON path; ``tau_d``
     / ``tau_k`` in (0, 1] with ``query_set="d2"``: the semi-open world of supplement D.4
-    (fraction of the victim's images / labels kept in P_A). Every other keyword goes to
+    (fraction of the victim's images / labels kept in P_A); ``packed`` = the folder ``knockoff
+    pack`` wrote from the same query set (zero decoding); ``decode`` = ``"pil"`` (default),
+    ``"cpu"``/``"cuda"``/``"auto"`` (batched ``torchvision.io`` decoding, on the GPU with
+    ``"cuda"``; slightly other pixels than Pillow's). Every other keyword goes to
     ``KnockoffEnv`` (``reward``, ``queries_per_step``, ``output``, ``device``, …).
     """
 

@@ -144,6 +144,10 @@ class BlackBox:
                 "summing to 1); pass returns='logits' if the callable returns logits")
         return out
 
+    def evaluation_model(self) -> nn.Module | Callable[[torch.Tensor], torch.Tensor]:
+        """What answers the victim's evaluation queries (not counted as attack queries)."""
+        return self.victim
+
     def _truncate(self, probs: torch.Tensor) -> torch.Tensor:
         if self.output == "probs":
             return probs

@@ -104,6 +104,9 @@ class VictimService:
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit={rate_limit!r} must be a positive number of queries per second")
         self.blackbox, self.input_shape = blackbox, tuple(int(s) for s in input_shape)
+        if blackbox.num_classes is None:  # learn K from one probe, as the env does; not a charged query
+            blackbox(torch.zeros(1, *self.input_shape))
+            blackbox.queries = 0
         self.max_batch, self.keep = int(max_batch), int(keep_answers)
         self._key = api_key.encode() if api_key else None
         self.rate = rate_limit

@@ -4,7 +4,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.journal import Journal, TEAR_ENV
 from knockoff_env.remote import RemoteEvaluationError, RemoteVictimError
-from knockoff_env.serve import VictimService, create_app, decode, encode
+from knockoff_env.serve import VictimService, create_app, decode, encode, listening_socket
 from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
 from conftest import LinearNet, tiny_world
@@ -176,7 +175,7 @@ def cli(*args, env=None) -> subprocess.Popen:
 
 
 def kill_at(proc: subprocess.Popen, journal: Path, steps: int) -> None:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while journal_steps(journal) < steps and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     assert proc.poll() is None, f"the attack ended before step {steps}: {proc.stdout.read().decode()}"
@@ -230,8 +229,7 @@ def _journal_config(run: Path) -> dict:
 @contextmanager
 def serving(service: VictimService):
     """A real uvicorn server for ``service`` in a thread, on a free port of 127.0.0.1."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -147,18 +147,18 @@ class RemoteVictim(BlackBox):
                         "X-Request-Id": request, "X-Purpose": purpose, "Content-Type": "application/octet-stream"})
                 except (httpx.TimeoutException, httpx.TransportError) as err:
                     failure = f"{type(err).__name__}: {err or 'no answer'}"
-                    self._sleep(self._backoff(attempt))
+                    time.sleep(self._backoff(attempt))
                     continue
                 if response.status_code == 200:
                     self._paid["repeats"] += response.headers.get("x-repeat") == "1"
                     return self._validate(response.content, request, n)
                 if response.status_code == 429:
                     failure = "429 rate limited"
-                    self._sleep(self._retry_after(response, attempt))
+                    time.sleep(self._retry_after(response, attempt))
                     continue
                 if response.status_code in RETRY_STATUS:
                     failure = f"{response.status_code} {_detail(response)}"
-                    self._sleep(self._backoff(attempt))
+                    time.sleep(self._backoff(attempt))
                     continue
                 if response.status_code in (401, 403):
                     raise RemoteVictimError(
@@ -194,10 +194,6 @@ class RemoteVictim(BlackBox):
         except (KeyError, ValueError):
             return self._backoff(attempt)
 
-    @staticmethod
-    def _sleep(seconds: float) -> None:
-        time.sleep(seconds)
-
     # --- evaluation, ledger ---------------------------------------------------------------
     def evaluation_model(self) -> nn.Module | Callable:
         """What evaluation queries: the local copy if given, else the endpoint if allowed."""
@@ -232,10 +228,10 @@ class RemoteVictim(BlackBox):
         return ledger
 
     def usage(self) -> dict:
-        """The server's own count for this client (``GET /usage``)."""
+        """The server's own count of this client's queries (``GET /usage``)."""
         response = self._http.get("/usage")
         response.raise_for_status()
-        return response.json()
+        return response.json().get(self.client_id or "", {})
 
     def close(self) -> None:
         self._http.close()

@@ -117,6 +117,10 @@ class VictimService:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()  # the victim and the counts, across the threadpool
 
+    @property
+    def requires_key(self) -> bool:
+        return self._key is not None
+
     def authorised(self, key: str | None) -> bool:
         return self._key is None or (key is not None and hmac.compare_digest(key.encode(), self._key))
 
@@ -199,7 +203,7 @@ def create_app(service: VictimService, *, info: Mapping | None = None):
     app = FastAPI(title="knockoff victim", description="A black-box victim classifier, answering per query.")
     health = {"status": "ok", "num_classes": service.blackbox.num_classes, "input_shape": list(service.input_shape),
               "max_batch": service.max_batch, "format": FORMAT, "output": service.blackbox.output,
-              "auth": service._key is not None, "rate_limit": service.rate, **(info or {})}
+              "auth": service.requires_key, "rate_limit": service.rate, **(info or {})}
 
     @app.exception_handler(ServiceError)
     async def _error(_request, err: ServiceError):
@@ -217,8 +221,6 @@ def create_app(service: VictimService, *, info: Mapping | None = None):
 
     @app.get("/health")
     async def get_health():
-        if health["num_classes"] is None:
-            health["num_classes"] = service.blackbox.num_classes
         return health
 
     @app.get("/usage")

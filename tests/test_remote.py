@@ -107,7 +107,7 @@ def test_retryable_faults_end_at_the_budget_charged_once(server, key):
     assert env.spent == 60
     # 15 steps, 5 of them retried once: 500 and 429 were never charged; the answers held past
     # the timeout and cut mid-way were charged, and their retries answered again for free
-    assert usage(server, "faults") == {"charged": 60, "eval": 0, "requests": 20, "repeats": 2}
+    assert env.victim.usage() == {"charged": 60, "eval": 0, "requests": 20, "repeats": 2}
     ledger = env.victim.ledger()
     assert (ledger["queries"], ledger["retries"], ledger["repeats"]) == (60, 5, 2)
     assert ledger["seconds_waiting"] >= 2.0  # one client timeout (1 s) and one Retry-After (1 s)

@@ -2,8 +2,9 @@
 
 A durable run keeps in its run directory
 
-* ``journal.bin`` — every step's (query-set indices, victim outputs), appended and fsynced
-  as soon as the step returns (:mod:`knockoff_env.journal`). It *is* the transfer set.
+* ``journal.bin`` — every step's (query-set indices, victim outputs, remote request id),
+  appended and fsynced as soon as the victim answers, before the knockoff learns from it
+  (:mod:`knockoff_env.journal`). It *is* the transfer set.
 * ``checkpoint.pt`` — every ``checkpoint_every`` steps, atomically: the env's state (pools
   = ``order`` + ``cursor``, env and torch RNGs, knockoff weights and momentum, reward
   window and normaliser, counters), the agent's state (preferences, baseline, RNG) and the
@@ -18,9 +19,11 @@ original run; on CPU the resumed run is bit-identical to an uninterrupted one. E
 replayed step must draw exactly the journaled images, otherwise resuming stops with an
 error (it could only happen if the computation is not deterministic, e.g. some GPU kernels).
 
-The one unavoidable gap: a kill after the victim answered but before that step's record
-reached the disk (the knockoff's one SGD step and the reward) loses that step, whose
-images are then queried again on resume.
+The gap between a paid answer and its durable record is the write itself. A kill inside
+it loses that step's record, and the resumed run queries its images again: an in-process
+victim simply answers again; a remote victim (:mod:`knockoff_env.remote`) gets the same
+request id (derived from the journal's run id, the queries paid before and the images), so
+the server answers it from memory without charging it twice.
 """
 from __future__ import annotations
 
@@ -68,8 +71,10 @@ class DurableRun:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.journal = Journal.create(self.dir / JOURNAL, self.config, self.core.queries_per_step,
                                           self.core.num_classes)
+            self._attach()
             return obs, info, 0, False
         self.journal, records = Journal.open(self.dir / JOURNAL, self.config)
+        self._attach()
         step = self._restore(records)
         if step:
             obs, info = self.core.observe()
@@ -113,10 +118,16 @@ class DurableRun:
         self.agent.update(action, reward, info)
         return obs, info, terminated or truncated
 
-    def record(self, queries_this_step: int) -> None:
-        """Journal the step that just returned."""
-        indices, outputs = self.core.transfer_set.view()
-        self.journal.append(indices[-queries_this_step:], outputs[-queries_this_step:])
+    def _attach(self) -> None:
+        """Journal each step's answers the moment they arrive; a remote victim names its
+        requests after the journal's run id, so a resumed run re-sends the same ids."""
+        if hasattr(self.core.victim, "run_id"):
+            self.core.victim.run_id = self.journal.run_id
+        self.core.on_answers = self._journal_answers
+
+    def _journal_answers(self, query, answers: torch.Tensor) -> None:
+        requests = getattr(self.core.victim, "last_requests", None)
+        self.journal.append(query.index, answers.detach().cpu().numpy(), requests[0] if requests else None)
 
     def checkpoint(self, step: int) -> None:
         """Every ``checkpoint_every`` steps, save env + agent state atomically."""
@@ -127,6 +138,7 @@ class DurableRun:
             save_checkpoint(self.dir / CHECKPOINT, state, self.config)
 
     def close(self) -> None:
+        self.core.on_answers = None
         if self.journal is not None:
             self.journal.close()
 

@@ -45,6 +45,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     if (checkpoint_every or resume) and not logdir:
         raise ValueError("checkpoint_every/resume need logdir, the run directory for the journal and checkpoints")
     durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None
+    core.victim.evaluation_model()  # a remote victim that cannot be evaluated says so before any query
     obs, info = env.reset(seed=seed)
     agent.reset(seed)
     step, done = 0, False
@@ -62,9 +63,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
             action = agent.act(obs, info)
             if log and step % policy_every == 0 and hasattr(agent, "coarse_probabilities"):
                 log.policy(info["queries"], agent.coarse_probabilities(np.asarray(info["action_mask"], bool)))
-            obs, reward, terminated, truncated, info = env.step(action)
-            if durable:
-                durable.record(info["queries_this_step"])
+            obs, reward, terminated, truncated, info = env.step(action)  # a durable run journals inside
             agent.update(action, reward, info)
             step += 1
             if durable:
@@ -101,6 +100,8 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     result.update(knockoff_accuracy=final["knockoff_accuracy"], times_victim=final["times_victim"],
                   agreement=final["agreement"], retrained=bool(retrain_epochs),
                   seconds=time.perf_counter() - start)
+    if hasattr(core.victim, "ledger"):  # a remote victim: what the attack paid the server
+        result["ledger"] = core.victim.ledger()
     if log:
         log.accuracy(info["queries"], online["knockoff_accuracy"])
         result["figures"] = {k: str(v) for k, v in log.close(online["victim_accuracy"]).items()}
@@ -133,4 +134,12 @@ def format_summary(result: dict) -> str:
                + (f"alarm at query {result['detected_at']}\n" if result.get("detected_at") is not None
                   else "no alarm\n") if result.get("detector") else "")
             + f"queries           {result['queries']}\n"
-            f"seconds           {result['seconds']:.1f}")
+            f"seconds           {result['seconds']:.1f}" + (f"\n{format_ledger(result['ledger'])}" if "ledger" in result else ""))
+
+
+def format_ledger(ledger: dict) -> str:
+    """A remote victim's ledger as summary lines."""
+    cost = "" if ledger.get("cost") is None else f"; cost {ledger['cost']:.4g} (+{ledger['eval_cost']:.4g} evaluation)"
+    return (f"paid              {ledger['queries']} queries in {ledger['requests']} requests ({ledger['retries']} "
+            f"retries, {ledger['repeats']} answered again for free), {ledger['seconds_waiting']:.1f} s waiting{cost}\n"
+            f"evaluation        {ledger['eval_queries']} queries through the endpoint")

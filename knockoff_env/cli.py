@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import pack_command
+from . import serve
 from .commands import add_world_commands
 
 
@@ -34,6 +35,13 @@ def env_options(args) -> dict:
     if options.get("reward") and "," in options["reward"]:
         options["reward"] = options["reward"].split(",")
     options.update(dict(args.env_arg))
+    if getattr(args, "victim_url", None):  # a served victim; the world keeps its query set and eval set
+        remote = dict(getattr(args, "remote_arg", None) or [])
+        if args.eval_via_endpoint:
+            remote["eval_via_endpoint"] = True
+        if args.price_per_query is not None:
+            remote["price_per_query"] = args.price_per_query
+        options.update(victim=args.victim_url, remote=remote)
     return options
 
 
@@ -56,6 +64,7 @@ def durable_args(args, parser: argparse.ArgumentParser):
             raise ValueError(f"--resume continues the run as it was started; drop or fix {clash} "
                              f"(saved: {({k: saved[k] for k in clash})})")
         saved["env_arg"] = [tuple(kv) for kv in saved["env_arg"]]
+        saved["remote_arg"] = [tuple(kv) for kv in saved.get("remote_arg", [])]
         return argparse.Namespace(**{**vars(args), **saved, "logdir": args.resume})
     if args.checkpoint_every is not None:
         if not args.logdir:
@@ -135,11 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="journal every query into --logdir and checkpoint every N steps (resumable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted attack in RUN_DIR")
+    p.add_argument("--victim-url", metavar="URL", help="attack the victim served at URL (`knockoff serve`); the "
+                                                       "API key, if any, is read from $KNOCKOFF_API_KEY")
+    p.add_argument("--eval-via-endpoint", action="store_true",
+                   help="evaluate through the remote victim (counted apart from the attack's queries)")
+    p.add_argument("--price-per-query", type=float, help="a remote query's price, for the cost in the summary")
+    p.add_argument("--remote-arg", type=_env_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="a RemoteVictim option: client_id, timeout, retries, backoff, api_key_env… (repeatable)")
     p.add_argument("--json", help="also write the summary to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=attack)
     add_world_commands(commands)
     pack_command.add_parser(commands)
+    serve.add_parser(commands)
     return parser
 
 
@@ -147,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as err:  # bad input: a message, not a traceback
+    except (ValueError, FileNotFoundError, ConnectionError) as err:  # bad input: a message, not a traceback
         print(f"knockoff {args.command}: error: {err}", file=sys.stderr)
         return 2
 

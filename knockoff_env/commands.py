@@ -171,7 +171,7 @@ def evaluate_model(env: gym.Env, model: torch.nn.Module) -> dict:
     data, labels = world.eval_set
     data = (data, torch.from_numpy(labels)) if isinstance(data, torch.Tensor) else data
     knockoff_pred = predict(model, data, world.device)
-    victim_pred = predict(world.victim.victim, data, world.device)
+    victim_pred = predict(world.victim.evaluation_model(), data, world.device)
     return evaluation_report(knockoff_pred, victim_pred, labels, world.transfer_set.view()[1])
 
 

@@ -88,8 +88,9 @@ class KnockoffEnv(gym.Env):
     defended and true answers on the eval set.
 
     ## Arguments
-    victim: ``nn.Module`` returning logits, a callable returning probabilities, or a
-        :class:`BlackBox`. query_set: ``(images, labels)`` or a Dataset of (image, label).
+    victim: ``nn.Module`` returning logits, a callable returning probabilities, a
+        :class:`BlackBox`, or the URL of a served victim (``"http://host:port"``, see
+        :mod:`.remote`; ``remote``: the :class:`~.remote.RemoteVictim` options). query_set: ``(images, labels)`` or a Dataset of (image, label).
     hierarchy: ``{coarse name: [label ids]}`` (default: one node with every label).
     eval_set: the victim's test set, for :meth:`evaluate`. knockoff: ``nn.Module`` or a
         zero-argument factory (rebuilt, under the reset seed, on each seeded reset).
@@ -143,6 +144,7 @@ class KnockoffEnv(gym.Env):
         detection_penalty: float = 0.0,
         lookahead: bool | dict = False,
         compile_models: bool | str = False,
+        remote: Mapping[str, Any] | None = None,
     ):
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
@@ -160,6 +162,13 @@ class KnockoffEnv(gym.Env):
         if budget > len(self.query_set):
             raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
                              "each image is queried at most once, so lower the budget or enlarge P_A")
+        if isinstance(victim, str) and defence is not None:
+            raise ValueError("a served victim's defence runs on its server: start it with `knockoff serve "
+                             "--defence SPEC` (or build_app(defence=...)), not defence= on the attacking env")
+        if isinstance(victim, str):  # a served victim: the world keeps its query set and eval set
+            from .remote import RemoteVictim
+            victim = RemoteVictim(victim, output=output, top_k=top_k, decimals=decimals, device=self.device,
+                                  **dict(remote or {}))
         if isinstance(victim, BlackBox) and defence is not None:
             raise ValueError("the victim is already a BlackBox: give defence= to the BlackBox, not to the env")
         if on_detection not in ON_DETECTION:
@@ -216,6 +225,9 @@ class KnockoffEnv(gym.Env):
         self._victim_pred: np.ndarray | None = None
         self.spent = 0
         self._needs_reset = True
+        # called with (query, answers) as soon as the victim answers, before the knockoff learns
+        # (a durable run journals the paid answers there)
+        self.on_answers: Callable[[Query, torch.Tensor], None] | None = None
 
     # --- Gymnasium API ---------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -247,6 +259,8 @@ class KnockoffEnv(gym.Env):
         eager_check = self.device.type == "cpu"  # free there; on a GPU it would be an extra sync
         try:
             answers = self.victim(query.images, check_finite=eager_check)
+            if self.on_answers is not None:
+                self.on_answers(query, answers)
         except BaseException:
             self.cancel(query)
             raise
@@ -440,7 +454,7 @@ class KnockoffEnv(gym.Env):
     def _victim_predictions(self, eval_data) -> np.ndarray:
         """The victim's labels on the eval set; evaluation is not an attack query, so not counted."""
         if self._victim_pred is None:
-            self._victim_pred = predict(self.victim.victim, eval_data, self.device)
+            self._victim_pred = predict(self.victim.evaluation_model(), eval_data, self.device)
         return self._victim_pred
 
     # --- checkpoints -----------------------------------------------------------------

@@ -170,3 +170,7 @@ class BlackBox:
                 "victim output is not a probability distribution (negative entries or rows not "
                 "summing to 1); pass returns='logits' if the callable returns logits")
         return out
+
+    def evaluation_model(self) -> nn.Module | Callable[[torch.Tensor], torch.Tensor]:
+        """What answers the victim's evaluation queries (not counted as attack queries)."""
+        return self.victim

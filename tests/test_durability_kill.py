@@ -4,7 +4,6 @@ import json
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knockoff_env.journal import MAGIC, TEAR_ENV, record_dtype
+from knockoff_env.journal import TEAR_ENV, header_size, record_dtype
 from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +28,8 @@ def cli(*args, env=None) -> subprocess.Popen:
 def journal_steps(path: Path) -> int:
     """Whole records in the journal at ``path`` (0 while it has no header yet)."""
     data = path.read_bytes() if path.exists() else b""
-    if len(data) < len(MAGIC) + 16:
-        return 0
-    length = struct.unpack_from("<I", data, len(MAGIC) + 12)[0]
-    return max(0, (len(data) - (len(MAGIC) + 16 + length + 4)) // record_dtype(QPS, CLASSES).itemsize)
+    size = header_size(data)
+    return 0 if size is None else (len(data) - size) // record_dtype(QPS, CLASSES).itemsize
 
 
 def kill_at(proc: subprocess.Popen, journal: Path, steps: int) -> None:

@@ -1,0 +1,259 @@
+"""Remote victims: a real `knockoff serve` on 127.0.0.1 attacked over HTTP, with injected faults,
+SIGKILLs and resumes; every paid query charged once and journaled once."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import gymnasium as gym
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+
+import knockoff_env  # noqa: F401
+from agents import GradientBandit, run_attack
+from knockoff_env import BlackBox, KnockoffEnv
+from knockoff_env.journal import Journal, TEAR_ENV
+from knockoff_env.remote import RemoteEvaluationError, RemoteVictimError
+from knockoff_env.serve import VictimService, create_app, decode, encode, listening_socket
+from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
+
+from conftest import LinearNet, tiny_world
+from test_durability_kill import journal_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "s3cret-test-key-9f2"
+FAULTS = {
+    "faults": {"2": "500", "4": "timeout", "6": "drop", "8": "429", "10": "500"},
+    "malformed": {"3": "malformed"},
+    "width": {"3": "width"},
+    "down": {"1": "500", "2": "500", "3": "500"},
+}
+FAST = {"timeout": 1.0, "backoff": 0.05}  # the server holds a "timeout" fault's answer for 2 s
+
+
+@pytest.fixture(scope="module")
+def server():
+    """`knockoff serve` of the digits world in a subprocess, on a free port, with an API key."""
+    load_digits_victim()  # trained once into the session cache, which the server reads
+    env = {**os.environ, "SERVER_KEY": KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", "serve", "--port", "0", "--max-batch", "64",
+                             "--api-key-env", "SERVER_KEY", "--inject-faults", json.dumps(FAULTS),
+                             "--fault-delay", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert "http://" in line, line + proc.stdout.read()
+    url = line.split()[-1]
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its log
+    assert httpx.get(f"{url}/health").json()["max_batch"] == 64
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("KNOCKOFF_API_KEY", KEY)
+
+
+def usage(url: str, client: str) -> dict:
+    return httpx.get(f"{url}/usage", headers={"X-API-Key": KEY}).json().get(client, {})
+
+
+def digits_expected(indices: np.ndarray) -> np.ndarray:
+    images, _, _, _ = digits_query_set()
+    victim, _ = load_digits_victim()
+    with torch.no_grad():
+        return torch.softmax(victim(images[torch.from_numpy(indices)]), 1).numpy()
+
+
+def play(env, steps: int | None = None):
+    env.reset(seed=0) if steps is None else None
+    done, taken = False, 0
+    while not done and (steps is None or taken < steps):
+        done = env.step(env.action_space.sample())[2]
+        taken += 1
+
+
+def test_attack_charges_exactly_the_budget_and_matches_in_process(server, key):
+    env = gym.make("Knockoff-Digits-v0", budget=200, victim=server,
+                   remote={"client_id": "clean", "eval_via_endpoint": True, "price_per_query": 0.002})
+    result = run_attack(env, GradientBandit(env), seed=1, progress=False)
+    assert usage(server, "clean") == {"charged": 200, "eval": 540, "requests": 50 + 9, "repeats": 0}
+    ledger = result["ledger"]
+    assert (ledger["queries"], ledger["eval_queries"], ledger["retries"]) == (200, 540, 0)
+    assert ledger["cost"] == pytest.approx(0.4) and ledger["eval_cost"] == pytest.approx(1.08)
+    indices, outputs = env.unwrapped.transfer_set.view()
+    np.testing.assert_allclose(outputs, digits_expected(indices), atol=1e-6)
+
+    local = gym.make("Knockoff-Digits-v0", budget=200)  # the same attack on the in-process victim
+    reference = run_attack(local, GradientBandit(local), seed=1, progress=False)
+    assert np.array_equal(local.unwrapped.transfer_set.view()[0], indices)
+    assert result["knockoff_accuracy"] == reference["knockoff_accuracy"]
+    assert result["victim_accuracy"] == reference["victim_accuracy"]
+
+
+def test_retryable_faults_end_at_the_budget_charged_once(server, key):
+    env = gym.make("Knockoff-Digits-v0", budget=60, victim=server, remote={"client_id": "faults", **FAST}).unwrapped
+    play(env)
+    assert env.spent == 60
+    # 15 steps, 5 of them retried once: 500 and 429 were never charged; the answers held past
+    # the timeout and cut mid-way were charged, and their retries answered again for free
+    assert env.victim.usage() == {"charged": 60, "eval": 0, "requests": 20, "repeats": 2}
+    ledger = env.victim.ledger()
+    assert (ledger["queries"], ledger["retries"], ledger["repeats"]) == (60, 5, 2)
+    assert ledger["seconds_waiting"] >= 2.0  # one client timeout (1 s) and one Retry-After (1 s)
+    indices, outputs = env.transfer_set.view()
+    np.testing.assert_allclose(outputs, digits_expected(indices), atol=1e-6)
+
+
+@pytest.mark.parametrize("fault, message", [("malformed", "malformed: the body is not safetensors"),
+                                            ("width", r"has shape \(4, 11\), expected \(4, 10\)")])
+def test_unusable_answers_stop_with_the_request_named(server, key, fault, message):
+    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"client_id": fault, **FAST}).unwrapped
+    env.reset(seed=0)
+    play(env, 2)
+    left = env.query_set.remaining().sum()
+    with pytest.raises(RemoteVictimError, match=rf"request [0-9a-f-]{{36}}: .*{message}"):
+        env.step(env.action_space.sample())
+    assert env.spent == len(env.transfer_set) == 8
+    assert env.query_set.remaining().sum() == left  # the step's images went back to their pools
+
+
+def test_a_victim_that_stays_down_spends_nothing_and_the_step_can_be_retried(server, key):
+    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server,
+                   remote={"client_id": "down", "retries": 2, **FAST}).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(RemoteVictimError, match="no answer .* after 3 attempts .*500 injected fault"):
+        env.step(np.array([0, 0]))
+    assert env.spent == 0 and usage(server, "down")["charged"] == 0
+    env.step(np.array([0, 0]))
+    assert env.spent == 4 and usage(server, "down")["charged"] == 4
+
+
+def test_wrong_key_and_evaluation_without_permission_are_refused_before_paying(server, monkeypatch):
+    monkeypatch.setenv("KNOCKOFF_API_KEY", "wrong")
+    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"client_id": "nokey"}).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(RemoteVictimError, match="refused the API key"):
+        env.step(np.array([0, 0]))
+    monkeypatch.setenv("KNOCKOFF_API_KEY", KEY)
+    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"client_id": "noeval"})
+    with pytest.raises(RemoteEvaluationError, match="--eval-via-endpoint"):
+        run_attack(env, GradientBandit(env), seed=0, progress=False)
+    assert usage(server, "noeval") == {}
+
+
+def test_request_ids_are_idempotent(server):
+    images = encode("images", np.random.default_rng(0).random((3, 1, 8, 8), np.float32))
+    headers = {"X-API-Key": KEY, "X-Client-Id": "ids", "X-Request-Id": "r-1"}
+    first = httpx.post(f"{server}/query", content=images, headers=headers)
+    again = httpx.post(f"{server}/query", content=images, headers=headers)
+    assert first.status_code == again.status_code == 200 and first.content == again.content
+    assert decode("probs", first.content).shape == (3, 10)
+    assert usage(server, "ids")["charged"] == 3  # answered twice, charged once
+    other = encode("images", np.zeros((3, 1, 8, 8), np.float32))
+    assert httpx.post(f"{server}/query", content=other, headers=headers).status_code == 409
+    bad = httpx.post(f"{server}/query", content=encode("images", np.zeros((2, 8, 8), np.float32)),
+                     headers={**headers, "X-Request-Id": "r-2"})
+    assert bad.status_code == 400 and "(n, 1, 8, 8)" in bad.json()["detail"]
+    assert httpx.post(f"{server}/query", content=images, headers={"X-Request-Id": "r-3"}).status_code == 401
+
+
+def cli(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", "attack", *args], cwd=ROOT,
+                            env={**os.environ, "KNOCKOFF_API_KEY": KEY, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def kill_at(proc: subprocess.Popen, journal: Path, steps: int) -> None:
+    deadline = time.monotonic() + 300
+    while journal_steps(journal) < steps and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the attack ended before step {steps}: {proc.stdout.read().decode()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_and_resume_against_the_server(server, tmp_path):
+    """3 kills (two anywhere, one halfway through a journal write, after the server charged the
+    step) and resumes: server-charged == journal records == budget; the key is saved nowhere."""
+    budget, run = 60, tmp_path / "run"
+    attack = ["--budget", str(budget), "--seed", "2", "--quiet", "--checkpoint-every", "4", "--victim-url", server,
+              "--eval-via-endpoint", "--remote-arg", "client_id=killed", "--logdir", str(run)]
+    rng = random.Random(7)
+    first, second = sorted(rng.sample(range(2, 9), 2))
+    journal = run / "journal.bin"
+    kill_at(cli(*attack), journal, first)
+    kill_at(cli("--resume", str(run)), journal, second)
+    tear = rng.randrange(second + 2, 13)
+    torn = cli("--resume", str(run), env={TEAR_ENV: str(tear)})
+    torn.wait(timeout=300)
+    assert torn.returncode == -signal.SIGKILL
+    out, _ = (done := cli("--resume", str(run))).communicate(timeout=300)
+    assert done.returncode == 0, out.decode()
+
+    reopened, records = Journal.open(journal, _journal_config(run))
+    reopened.close()
+    summary = json.loads((run / "summary.json").read_text())
+    counted = usage(server, "killed")
+    assert counted["charged"] == int(records["n"].sum()) == summary["queries"] == budget
+    assert counted["repeats"] >= 1  # the torn step's answer, paid before the kill, was fetched again free
+    assert counted["eval"] == 540 and summary["ledger"]["queries"] == budget
+    assert (records["request"] != 0).any(axis=1).all()  # every record names its request
+    with np.load(run / "transfer_set.npz", allow_pickle=False) as data:
+        assert len(np.unique(data["indices"])) == budget
+        np.testing.assert_allclose(data["outputs"], digits_expected(data["indices"]), atol=1e-6)
+    for path in run.iterdir():
+        assert KEY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+    assert KEY not in out.decode()
+
+
+def _journal_config(run: Path) -> dict:
+    """The configuration the run's journal was written for (from its header)."""
+    from knockoff_env.journal import _FIXED, MAGIC
+    data = (run / "journal.bin").read_bytes()
+    length = _FIXED.unpack_from(data, len(MAGIC))[3]
+    start = len(MAGIC) + _FIXED.size
+    return json.loads(data[start:start + length])
+
+
+@contextmanager
+def serving(service: VictimService):
+    """A real uvicorn server for ``service`` in a thread, on a free port of 127.0.0.1."""
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_custom_world_behind_a_rate_limit_with_a_local_copy_for_evaluation():
+    (x, y), victim, hierarchy = tiny_world(per_label=8)
+    service = VictimService(BlackBox(victim, device="cpu", output="top_k", top_k=2), (6,), max_batch=8,
+                            rate_limit=16)
+    with serving(service) as url:
+        env = KnockoffEnv(victim=url, query_set=(x, y), hierarchy=hierarchy, knockoff=lambda: LinearNet(),
+                          eval_set=(x, y % 3), budget=30, device="cpu",
+                          remote={"client_id": "tiny", "local_copy": victim, "backoff": 0.05})
+        result = run_attack(env, GradientBandit(env), seed=0, progress=False)
+    assert service.usage["tiny"]["charged"] == 30 and service.usage["tiny"]["eval"] == 0
+    assert result["ledger"]["retries"] >= 1  # 16 queries in the bucket, then 429s with Retry-After
+    assert result["ledger"]["seconds_waiting"] >= 0.8
+    _, outputs = env.transfer_set.view()
+    assert ((outputs > 0).sum(1) <= 2).all()  # the server's output mode (top-2) reached the attacker
+    assert result["victim_accuracy"] == env.evaluate()["victim_accuracy"]

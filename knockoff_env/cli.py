@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from agents.sweep.commands import add_parser as add_sweep_commands
+
 from .commands import add_world_commands
 
 
@@ -129,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=attack)
     add_world_commands(commands)
+    add_sweep_commands(commands)
     return parser
 
 

@@ -53,7 +53,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
                     reward_every=max(1, total_steps // REWARD_POINTS)) if logdir else None
     policy_every = max(1, total_steps // POLICY_POINTS)
     next_eval = (info["queries"] // eval_every + 1) * eval_every if eval_every else 0
-    curve = []
+    curve = durable.past_curve(info["queries"]) if durable else []
     with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress, desc="attack") as bar:
         while not done:
             action = agent.act(obs, info)
@@ -73,6 +73,8 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
                 accuracy = core.evaluate()["knockoff_accuracy"]
                 next_eval += eval_every
                 curve.append((info["queries"], accuracy))
+                if durable:
+                    durable.curve_point(info["queries"], accuracy)
                 bar.set_postfix(knockoff=f"{accuracy:.3f}")
                 if log:
                     log.accuracy(info["queries"], accuracy)

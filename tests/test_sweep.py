@@ -101,27 +101,26 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(ray_address, t
     spec = tmp_path / "kill.yaml"
     spec.write_text(yaml.safe_dump({"env": "Knockoff-Digits-v0",
                                     "axes": {"agent": ["random", "adaptive"], "seed": [0, 1, 2, 3]},
-                                    "env_options": {"budget": 300},
+                                    "env_options": {"budget": 200},
                                     "run": {"eval_every": 100, "retrain_epochs": 2, "checkpoint_every": 5}}))
     out = tmp_path / "sweep"
     proc = sweep_cli(spec, out, ray_address)
     deadline = time.monotonic() + 180
     finished = lambda: {p.parent.name for p in out.glob(f"trials/*/{RESULT}")}  # noqa: E731
-    while len(finished()) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    journaled = lambda: {p.parent.name for p in out.glob("trials/*/journal.bin") if p.stat().st_size > 2000}  # noqa: E731
+    while (len(finished()) < 2 or not journaled() - finished()) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert proc.poll() is None, proc.stdout.read().decode()
-    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-sweep, with a trial mid-attack
     proc.wait()
     before = {name: (out / "trials" / name / RESULT).stat().st_mtime_ns for name in finished()}
     interrupted = {p.name for p in (out / "trials").iterdir() if starts(p) and p.name not in before}
-    assert 2 <= len(before) < 8
+    assert 2 <= len(before) < 8 and interrupted
 
-    rerun = sweep_cli(spec, out, ray_address)
-    output, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, output.decode()
-    table = read_results(out)
-    assert len(table) == 8 and (table["status"] == "ok").all()
-    assert (table["queries"] == 300).all()
+    table = run_sweep(spec, out, progress=False)  # the same sweep again
+    assert len(table) == 8 and (table["status"] == "ok").all(), table[["trial", "error"]]
+    assert (table["queries"] == 200).all()
     for name, mtime in before.items():  # finished before the kill: not started again
         assert starts(out / "trials" / name) == 1
         assert (out / "trials" / name / RESULT).stat().st_mtime_ns == mtime
@@ -129,9 +128,9 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(ray_address, t
     assert all(counts[name] in (1, 2) for name in interrupted)
     assert sum(counts.values()) <= 8 + len(interrupted)
     resumed = table[table["resumed"]]
-    assert set(resumed["trial"]) <= interrupted
+    assert len(resumed) >= 1 and set(resumed["trial"]) <= interrupted
     for _, row in resumed.iterrows():  # a resumed trial still reports its whole curve
-        assert list(row["curve_queries"]) == [100, 200, 300]
+        assert list(row["curve_queries"]) == [100, 200]
 
 
 def test_bad_specs_say_what_to_fix(tmp_path):

@@ -33,9 +33,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_plot_command)
 
 
+def _sweep_modules():
+    try:
+        from . import execution, figures
+    except ImportError as err:
+        raise SystemExit(f"knockoff: error: sweeps need the sweep extra ({err}): "
+                         "pip install 'knockoff-env[sweep]'") from err
+    return execution.run_sweep, figures.plot_sweep
+
+
 def run_sweep_command(args) -> int:
-    from .execution import run_sweep
-    from .figures import plot_sweep
+    run_sweep, plot_sweep = _sweep_modules()
 
     out = args.out or Path("runs") / "sweeps" / args.spec.stem
     command = "knockoff " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["sweep"] else \
@@ -63,7 +71,7 @@ def run_sweep_command(args) -> int:
 
 
 def run_plot_command(args) -> int:
-    from .figures import plot_sweep
+    _, plot_sweep = _sweep_modules()
 
     _print_plots(plot_sweep(args.sweep_dir))
     return 0

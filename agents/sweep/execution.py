@@ -71,7 +71,9 @@ def _run(ray, pending: list[Trial], out: Path, done: int, total: int, cpus: floa
     with tqdm(total=total, initial=done, unit="trial", desc="sweep", disable=not progress) as bar:
         try:
             while refs:
-                ready, _ = ray.wait(list(refs), num_returns=1)
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)  # returns to Python: Ctrl-C works
+                if not ready:
+                    continue
                 trial = refs.pop(ready[0])
                 try:
                     result = ray.get(ready[0])

@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from agents.sweep.commands import add_parser as add_sweep_commands
-
 from .commands import add_world_commands
 
 
@@ -101,6 +99,7 @@ def attack(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from agents import AGENTS
+    from agents.sweep.commands import add_parser as add_sweep_commands
 
     parser = argparse.ArgumentParser(prog="knockoff", description="Knockoff Nets model stealing as a Gymnasium env")
     commands = parser.add_subparsers(dest="command", required=True)

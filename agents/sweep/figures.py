@@ -134,7 +134,7 @@ def _bars(table, x: str, by: list[str], ylabel: str, victim: float) -> Figure:
     figure = Figure(figsize=(max(5, 1.2 * len(categories) * max(1, len(groups) / 2)), 4))
     ax = figure.subplots()
     for i, (keys, group) in enumerate(groups):
-        stats = group.groupby(x)[ "knockoff_accuracy"].agg(["mean", "std"]).reindex(categories)
+        stats = group.groupby(x)["knockoff_accuracy"].agg(["mean", "std"]).reindex(categories)
         ax.bar(np.arange(len(categories)) + (i - (len(groups) - 1) / 2) * width, stats["mean"], width,
                yerr=stats["std"].fillna(0), capsize=3, label=_label(keys, by))
     ax.axhline(victim, color="k", linestyle="--", label="victim")

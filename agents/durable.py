@@ -37,7 +37,7 @@ from knockoff_env.checkpoint import CheckpointError, load_checkpoint, save_check
 from knockoff_env.journal import Journal
 from knockoff_env.validate import is_integer
 
-JOURNAL, CHECKPOINT = "journal.bin", "checkpoint.pt"
+JOURNAL, CHECKPOINT, CURVE = "journal.bin", "checkpoint.pt", "accuracy_curve.jsonl"
 AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step")
 
 
@@ -69,6 +69,7 @@ class DurableRun:
         """After the seeded reset: a new journal, or the resumed state. Returns obs, info, step, done."""
         if not resume:
             self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / CURVE).unlink(missing_ok=True)
             self.journal = Journal.create(self.dir / JOURNAL, self.config, self.core.queries_per_step,
                                           self.core.num_classes)
             self._attach()
@@ -136,6 +137,25 @@ class DurableRun:
             state.update({f"env.{k}": v for k, v in self.core.state_dict(transfer_set=False).items()})
             state.update({f"agent.{k}": v for k, v in self.agent.state_dict().items()})
             save_checkpoint(self.dir / CHECKPOINT, state, self.config)
+
+    def curve_point(self, queries: int, accuracy: float) -> None:
+        """Keep an evaluation of the accuracy-vs-queries curve, so a resumed run reports the whole curve."""
+        with open(self.dir / CURVE, "a") as f:
+            f.write("\n" + json.dumps([int(queries), float(accuracy)]))  # a torn line never joins the next
+
+    def past_curve(self, queries: int) -> list[tuple[int, float]]:
+        """The curve's points up to ``queries`` from before an interruption (none for a new run)."""
+        path = self.dir / CURVE
+        lines = path.read_text().splitlines() if path.exists() else []
+        points = {}
+        for line in filter(None, lines):
+            try:
+                q, accuracy = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the interruption
+            if q <= queries:
+                points[q] = accuracy  # the latest evaluation at q (one after a torn step replaces it)
+        return sorted(points.items())
 
     def close(self) -> None:
         self.core.on_answers = None

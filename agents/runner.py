@@ -55,8 +55,12 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__,
                     reward_every=max(1, total_steps // REWARD_POINTS)) if logdir else None
     policy_every = max(1, total_steps // POLICY_POINTS)
-    next_eval = (info["queries"] // eval_every + 1) * eval_every if eval_every else 0
-    curve = []
+    curve = durable.past_curve(info["queries"]) if durable else []
+    next_eval = ((curve[-1][0] if curve else 0) // eval_every + 1) * eval_every if eval_every else 0
+    if eval_every and not done and info["queries"] >= next_eval:  # a point was due when the run was interrupted
+        curve.append((info["queries"], core.evaluate()["knockoff_accuracy"]))
+        durable.curve_point(*curve[-1])
+        next_eval = (info["queries"] // eval_every + 1) * eval_every
     with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress, desc="attack") as bar:
         while not done:
             hint_from(core, agent, step)
@@ -75,6 +79,8 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
                 accuracy = core.evaluate()["knockoff_accuracy"]
                 next_eval += eval_every
                 curve.append((info["queries"], accuracy))
+                if durable:
+                    durable.curve_point(info["queries"], accuracy)
                 bar.set_postfix(knockoff=f"{accuracy:.3f}")
                 if log:
                     log.accuracy(info["queries"], accuracy)

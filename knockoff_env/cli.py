@@ -111,6 +111,7 @@ def attack(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from agents import AGENTS
+    from agents.sweep.commands import add_parser as add_sweep_commands
 
     parser = argparse.ArgumentParser(prog="knockoff", description="Knockoff Nets model stealing as a Gymnasium env")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_commands(commands)
     pack_command.add_parser(commands)
     serve.add_parser(commands)
+    add_sweep_commands(commands)
     return parser
 
 

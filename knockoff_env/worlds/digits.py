@@ -9,6 +9,7 @@ Eval set: the held-out digits.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -171,8 +172,9 @@ def _texture(kind: str, rng: np.random.Generator) -> np.ndarray:
     return np.clip((t + 1) / 2 * rng.uniform(0.6, 1.0), 0, 1)
 
 
+@functools.lru_cache(maxsize=2)  # drawn once per process: a sweep makes this world once per trial
 def distractors(per_label: int = PER_LABEL, seed: int = SPLIT_SEED) -> dict[str, list[np.ndarray]]:
-    """``{label name: [8×8 float images in [0, 1]]}`` for every distractor label."""
+    """``{label name: [8×8 float images in [0, 1]]}`` for every distractor label (cached: read, don't modify)."""
     rng = np.random.default_rng(seed)
     out: dict[str, list[np.ndarray]] = {}
     for name in LETTERS:

@@ -1,0 +1,171 @@
+"""A sweep spec: the env, fixed options, the axes to cross, and the run options; its trials.
+
+A spec is a YAML or TOML file (or a dict) with these keys::
+
+    env: Knockoff-Digits-v0            # registered env id (required)
+    env_options: {queries_per_step: 4} # fixed env options, passed to gym.make
+    agent: adaptive                    # fixed agent, unless ``agent`` is an axis
+    seed: 0                            # fixed seed, unless ``seed`` is an axis
+    agent_options: {alpha: 0.3}        # gradient-bandit options (alpha, baseline_step)
+    axes:                              # crossed: one trial per combination
+      agent: [random, adaptive, adaptive-flat]
+      budget: [100, 500, 1000]
+      seed: [0, 1, 2]
+    run: {eval_every: 100, retrain_epochs: 30, checkpoint_every: 25}
+
+An axis named ``agent``, ``seed``, ``alpha`` or ``baseline_step`` sets that; any other axis
+name is an env option (``budget``, ``reward``, ``tau_d``, ``action_mode``, ``output``,
+``defence``, …) passed through to ``gym.make`` unchecked, so a bad value fails that trial
+(with its error in the results) rather than the sweep.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+SPEC_KEYS = ("env", "env_options", "agent", "seed", "agent_options", "axes", "run")
+RUN_KEYS = ("eval_every", "retrain_epochs", "checkpoint_every")
+AGENT_KEYS = ("alpha", "baseline_step")
+SWEEP_AGENTS = ("adaptive", "adaptive-flat", "random")  # agents with state_dict(): durable, so resumable
+DEFAULT_RUN = {"eval_every": None, "retrain_epochs": 0, "checkpoint_every": 25}
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot be run; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One attack of the grid: everything :func:`agents.sweep.trial.run_trial` needs."""
+
+    env: str
+    env_options: dict
+    agent: str
+    seed: int
+    agent_options: dict
+    run: dict
+    axes: dict = field(default_factory=dict)  # this trial's value on each axis (for tables and figures)
+
+    @property
+    def id(self) -> str:
+        """Stable from the options: a readable slug of the axis values plus a hash of everything."""
+        config = {k: v for k, v in asdict(self).items() if k != "axes"}
+        digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+        slug = "_".join(f"{k}-{_text(v)}" for k, v in self.axes.items())
+        slug = re.sub(r"[^A-Za-z0-9.=_-]+", "", slug)[:80]
+        return f"{slug}_{digest}" if slug else digest
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    env: str
+    env_options: dict
+    agent: str
+    seed: int
+    agent_options: dict
+    axes: dict
+    run: dict
+
+    def trials(self) -> list[Trial]:
+        """The cross product of the axes, in the order the axes are listed."""
+        names = list(self.axes)
+        out = []
+        for values in itertools.product(*(self.axes[n] for n in names)):
+            point = dict(zip(names, values))
+            env_options, agent_options = dict(self.env_options), dict(self.agent_options)
+            agent, seed = point.get("agent", self.agent), point.get("seed", self.seed)
+            for name, value in point.items():
+                if name in AGENT_KEYS:
+                    agent_options[name] = value
+                elif name not in ("agent", "seed"):
+                    env_options[name] = value
+            out.append(Trial(self.env, env_options, agent, seed, agent_options, dict(self.run), point))
+        return out
+
+    def to_dict(self) -> dict:
+        """The spec as :func:`load_spec` reads it back."""
+        return {k: v for k, v in asdict(self).items() if k not in self.axes}
+
+
+def load_spec(source: str | Path | dict) -> SweepSpec:
+    """A checked spec from a ``.yaml``/``.yml``/``.toml`` file or a dict."""
+    if isinstance(source, dict):
+        raw, where = source, "the spec"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"sweep spec {path} not found (examples: examples/sweeps/*.yaml)")
+        where = str(path)
+        text = path.read_text()
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                raw = yaml.safe_load(text)
+            elif path.suffix == ".toml":
+                raw = tomllib.loads(text)
+            else:
+                raise SpecError(f"{path}: a sweep spec is a .yaml, .yml or .toml file")
+        except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+            raise SpecError(f"{path} does not parse: {err}") from err
+    return _check(raw, where)
+
+
+def _check(raw, where: str) -> SweepSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where} must be a mapping with keys {SPEC_KEYS}")
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise SpecError(f"{where}: unknown keys {unknown}; a spec has {SPEC_KEYS}")
+    if not isinstance(raw.get("env"), str):
+        raise SpecError(f"{where}: 'env' must name a registered env id, e.g. env: Knockoff-Digits-v0")
+    env_options, agent_options, axes = (_mapping(raw, k, where) for k in ("env_options", "agent_options", "axes"))
+    run = _mapping(raw, "run", where)
+    bad_run = sorted(set(run) - set(RUN_KEYS))
+    if bad_run:
+        raise SpecError(f"{where}: unknown run options {bad_run}; choose from {RUN_KEYS}")
+    run = {**DEFAULT_RUN, **run}
+    for key, value in run.items():
+        minimum = 0 if key == "retrain_epochs" else 1
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            raise SpecError(f"{where}: run.{key}={value!r} must be an integer ≥ {minimum}")
+    if run["checkpoint_every"] is None:
+        raise SpecError(f"{where}: run.checkpoint_every must be set: trials are journaled so that they resume")
+    for name, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{where}: axis {name!r} must be a non-empty list of values, got {values!r}")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise SpecError(f"{where}: axis {name!r} repeats a value: {values}")
+        clash = name in env_options or name in agent_options or (name in ("agent", "seed") and name in raw)
+        if clash:
+            raise SpecError(f"{where}: {name!r} is both an axis and a fixed option; keep one")
+    bad_agent = sorted(set(map(str, axes.get("agent", [raw.get("agent", "adaptive")]))) - set(SWEEP_AGENTS))
+    if bad_agent:
+        raise SpecError(f"{where}: agents {bad_agent} cannot be swept; choose from {SWEEP_AGENTS} "
+                        "(sweeps need agents that checkpoint, so trials resume)")
+    seeds = axes.get("seed", [raw.get("seed", 0)])
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SpecError(f"{where}: seeds must be integers, got {seeds}")
+    bad_agent_options = sorted(set(agent_options) - set(AGENT_KEYS))
+    if bad_agent_options:
+        raise SpecError(f"{where}: unknown agent_options {bad_agent_options}; choose from {AGENT_KEYS}")
+    return SweepSpec(raw["env"], env_options, raw.get("agent", "adaptive"), raw.get("seed", 0), agent_options,
+                     axes, run)
+
+
+def _mapping(raw: dict, key: str, where: str) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: {key!r} must be a mapping, got {value!r}")
+    return dict(value)
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(_text, value))
+    return str(value)

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from knockoff_env.validation import chance_agreement, is_near_chance, near_chance_advice, warn_near_chance
+
 from .attack_log import AttackLog
 from .durable import DurableRun, is_json
 
@@ -27,16 +29,22 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         seed: seeds the env (images, knockoff) and the agent.
         logdir: where TensorBoard events, ``policy.png``, ``accuracy.png``, the transfer set,
             the knockoff's weights, ``config.json`` and ``summary.json`` go (nothing if None).
-        eval_every: evaluate the online knockoff every this many queries (and at the end).
-        retrain_epochs: > 0 retrains a fresh knockoff on the transfer set (phase b) and
-            reports its accuracy as ``knockoff_accuracy``.
+        eval_every: evaluate the online knockoff every this many queries (and at the end): its
+            accuracy on the eval set when there is one, and always its held-out agreement with
+            the victim (each image scored before the knockoff learnt it: the attacker's estimate).
+        retrain_epochs: > 0 retrains a fresh knockoff on the transfer set (phase b, the env's
+            recipe; ``retrain_kwargs`` override any recipe field or ``holdout``) and reports its
+            accuracy as ``knockoff_accuracy`` and its held-out agreement as ``heldout_agreement``.
         checkpoint_every: journal every step into ``logdir`` and checkpoint every this many
             steps, so that an interrupted attack can be resumed (see :mod:`agents.durable`).
         resume: continue the interrupted attack journaled in ``logdir`` (same env, agent, seed).
     Returns:
         ``victim_accuracy``, ``knockoff_accuracy`` (retrained if asked, else online),
         ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``,
-        ``accuracy_curve`` ([(queries, online accuracy)] at each evaluation and the end)…
+        ``accuracy_curve`` ([(queries, online accuracy)] at each evaluation and the end),
+        ``agreement_curve`` ([(queries, online held-out agreement)]), ``near_chance`` (the final
+        knockoff's held-out agreement is near a constant guess's; ``advice`` says what to try)…
+        Without an eval set the accuracy fields are None and only the attacker's estimates remain.
     """
     core = env.unwrapped
     start = time.perf_counter()
@@ -53,7 +61,9 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
                     reward_every=max(1, total_steps // REWARD_POINTS)) if logdir else None
     policy_every = max(1, total_steps // POLICY_POINTS)
     next_eval = (info["queries"] // eval_every + 1) * eval_every if eval_every else 0
-    curve = []
+    curve, agreement_curve = [], []
+    has_eval = core.eval_set is not None
+    window_start = None if eval_every else int(core.budget * (1 - ESTIMATE_WINDOW))
     with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress, desc="attack") as bar:
         while not done:
             action = agent.act(obs, info)
@@ -69,36 +79,90 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
             bar.update(info["queries_this_step"])
             if log:
                 log.rewards(info["queries"], reward, info["rewards"])
+            if window_start is not None and info["queries"] >= window_start and not terminated:
+                core.knockoff.heldout_agreement()  # the final estimate covers the last queries only
+                window_start = None
             if eval_every and info["queries"] >= next_eval and not terminated:
-                accuracy = core.evaluate()["knockoff_accuracy"]
                 next_eval += eval_every
-                curve.append((info["queries"], accuracy))
-                bar.set_postfix(knockoff=f"{accuracy:.3f}")
-                if log:
-                    log.accuracy(info["queries"], accuracy)
+                _online_agreement(core, info["queries"], agreement_curve, log, bar)
+                if has_eval:
+                    accuracy = core.evaluate()["knockoff_accuracy"]
+                    curve.append((info["queries"], accuracy))
+                    bar.set_postfix(knockoff=f"{accuracy:.3f}", agreement=f"{agreement_curve[-1][1]:.3f}")
+                    if log:
+                        log.accuracy(info["queries"], accuracy)
             if terminated or truncated:
                 break
     if durable:
         durable.close()
-    online = core.evaluate()
+    if core.train_online:
+        _online_agreement(core, info["queries"], agreement_curve, log, None)
+    none = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None}
+    online = core.evaluate() if has_eval else none
     attack_seconds = time.perf_counter() - start
     result = {"agent": type(agent).__name__, "seed": seed, "queries": info["queries"], "steps": step,
               "victim_queries": core.victim.queries,
               "victim_accuracy": online["victim_accuracy"],
               "knockoff_accuracy_online": online["knockoff_accuracy"], "attack_seconds": attack_seconds,
-              "accuracy_curve": curve + [(info["queries"], online["knockoff_accuracy"])]}
+              "accuracy_curve": curve + ([(info["queries"], online["knockoff_accuracy"])] if has_eval else []),
+              "agreement_curve": agreement_curve, "recipe": core.recipe.name}
     final, model = online, core.knockoff.model
+    result.update(_online_judgement(core, agreement_curve, bool(retrain_epochs)))
     if retrain_epochs:
-        model = core.retrain(epochs=retrain_epochs, seed=seed, progress=progress, **(retrain_kwargs or {}))
-        final = core.evaluate(model)
+        on_epoch = (lambda record: log.retrain_epoch(record)) if log else None
+        fit = core.fit(epochs=retrain_epochs, seed=seed, progress=progress, on_epoch=on_epoch,
+                       **(retrain_kwargs or {}))
+        model = fit.model
+        final = core.evaluate(model) if has_eval else none
+        result.update(heldout_agreement=fit.heldout_agreement, heldout_chance=fit.chance,
+                      heldout_size=fit.heldout_size, best_epoch=fit.best_epoch, retrain_epochs=fit.epochs,
+                      recipe=fit.recipe.name, retrain_seconds_per_epoch=fit.seconds_per_epoch,
+                      near_chance=fit.near_chance, advice=fit.advice)
     result.update(knockoff_accuracy=final["knockoff_accuracy"], times_victim=final["times_victim"],
                   agreement=final["agreement"], retrained=bool(retrain_epochs),
                   seconds=time.perf_counter() - start)
     if log:
-        log.accuracy(info["queries"], online["knockoff_accuracy"])
+        if has_eval:
+            log.accuracy(info["queries"], online["knockoff_accuracy"])
         result["figures"] = {k: str(v) for k, v in log.close(online["victim_accuracy"]).items()}
         _save_run(Path(logdir), env, core, model, result)
     return result
+
+
+def _online_agreement(core, queries: int, curve: list, log, bar) -> None:
+    """Record the online knockoff's held-out agreement over the queries since the last call."""
+    if not core.train_online:
+        return
+    value = core.knockoff.heldout_agreement()
+    if value == value:  # not NaN: some images were scored since the last call
+        curve.append((queries, value))
+        if log:
+            log.scalar("agreement/online_heldout", value, queries)
+        if bar is not None:
+            bar.set_postfix(agreement=f"{value:.3f}")
+
+
+def _online_judgement(core, agreement_curve: list, retraining: bool) -> dict:
+    """The online knockoff's latest held-out agreement, chance, and whether it is near chance.
+    Warned about when it is the final knockoff (no retraining) or feeds the loss reward."""
+    _, outputs = core.transfer_set.view()
+    chance = chance_agreement(outputs.argmax(1), core.num_classes)
+    if not agreement_curve:
+        return {"online_heldout_agreement": None, "heldout_chance": chance, "online_near_chance": False,
+                "near_chance": False, "advice": ""}
+    value = agreement_curve[-1][1]
+    near = is_near_chance(value, chance)
+    matters = not retraining or "loss" in core.reward_weights
+    advice = near_chance_advice("online", value, chance, ONLINE_ADVICE) if near else ""
+    if near and matters:
+        warn_near_chance("online", value, chance, ONLINE_ADVICE)
+    return {"online_heldout_agreement": value, "heldout_chance": chance, "online_near_chance": near,
+            "near_chance": near and not retraining, "advice": advice if not retraining else ""}
+
+
+ESTIMATE_WINDOW = 0.2  # without eval_every, the online estimate covers this last share of the budget
+ONLINE_ADVICE = ("a larger knockoff_lr, or recipe='scratch' if the knockoff starts from random weights "
+                 "(its loss reward is noise until then); retraining offline (retrain_epochs / --retrain-epochs)")
 
 
 def _save_run(logdir: Path, env, core, model, result: dict) -> None:
@@ -115,10 +179,24 @@ def _save_run(logdir: Path, env, core, model, result: dict) -> None:
 
 
 def format_summary(result: dict) -> str:
-    """The short summary printed after an attack."""
-    return (f"victim accuracy   {result['victim_accuracy']:.4f}\n"
-            f"knockoff accuracy {result['knockoff_accuracy']:.4f}  ({result['times_victim']:.2f}× victim"
-            f"{', retrained' if result.get('retrained') else ''}; online {result['knockoff_accuracy_online']:.4f})\n"
-            f"agreement         {result['agreement']:.4f}\n"
-            f"queries           {result['queries']}\n"
-            f"seconds           {result['seconds']:.1f}")
+    """The short summary printed after an attack; a fit near chance is said loudly."""
+    def number(key: str) -> str:
+        value = result.get(key)
+        return "n/a (no eval set)" if value is None else f"{value:.4f}"
+    lines = [f"victim accuracy   {number('victim_accuracy')}"]
+    if result.get("knockoff_accuracy") is not None:
+        lines.append(f"knockoff accuracy {result['knockoff_accuracy']:.4f}  ({result['times_victim']:.2f}× victim"
+                     f"{', retrained' if result.get('retrained') else ''}; "
+                     f"online {result['knockoff_accuracy_online']:.4f})")
+        lines.append(f"agreement         {result['agreement']:.4f}  (on the eval set)")
+    if result.get("retrained"):
+        lines.append(f"held-out agreement {result['heldout_agreement']:.4f}  (attacker's estimate: "
+                     f"{result['heldout_size']} held-out transfer queries; chance {result['heldout_chance']:.2f}; "
+                     f"recipe {result['recipe']}, best epoch {result['best_epoch']}/{result['retrain_epochs']})")
+    elif result.get("online_heldout_agreement") is not None:
+        lines.append(f"held-out agreement {result['online_heldout_agreement']:.4f}  (online knockoff, each query "
+                     f"scored before it was learnt; chance {result['heldout_chance']:.2f})")
+    lines += [f"queries           {result['queries']}", f"seconds           {result['seconds']:.1f}"]
+    if result.get("near_chance"):
+        lines.append(f"WARNING: NEAR CHANCE: {result['advice']}")
+    return "\n".join(lines)

@@ -42,7 +42,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         ``victim_accuracy``, ``knockoff_accuracy`` (retrained if asked, else online),
         ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``,
         ``accuracy_curve`` ([(queries, online accuracy)] at each evaluation and the end),
-        ``agreement_curve`` ([(queries, online held-out agreement)]), ``near_chance`` (the final
+        ``agreement_curve`` ([(queries, online held-out agreement, images it was measured on)]), ``near_chance`` (the final
         knockoff's held-out agreement is near a constant guess's; ``advice`` says what to try)…
         Without an eval set the accuracy fields are None and only the attacker's estimates remain.
     """
@@ -133,9 +133,9 @@ def _online_agreement(core, queries: int, curve: list, log, bar) -> None:
     """Record the online knockoff's held-out agreement over the queries since the last call."""
     if not core.train_online:
         return
-    value = core.knockoff.heldout_agreement()
-    if value == value:  # not NaN: some images were scored since the last call
-        curve.append((queries, value))
+    value, scored = core.knockoff.heldout_agreement()
+    if scored:
+        curve.append((queries, value, scored))
         if log:
             log.scalar("agreement/online_heldout", value, queries)
         if bar is not None:
@@ -143,18 +143,17 @@ def _online_agreement(core, queries: int, curve: list, log, bar) -> None:
 
 
 def _online_judgement(core, agreement_curve: list, retraining: bool) -> dict:
-    """The online knockoff's latest held-out agreement, chance, and whether it is near chance.
-    Warned about when it is the final knockoff (no retraining) or feeds the loss reward."""
+    """The online knockoff's latest held-out agreement, chance, and whether it is near chance;
+    a warning when it is the final knockoff (no retraining), a line in the summary otherwise."""
     _, outputs = core.transfer_set.view()
     chance = chance_agreement(outputs.argmax(1), core.num_classes)
     if not agreement_curve:
         return {"online_heldout_agreement": None, "heldout_chance": chance, "online_near_chance": False,
                 "near_chance": False, "advice": ""}
-    value = agreement_curve[-1][1]
-    near = is_near_chance(value, chance)
-    matters = not retraining or "loss" in core.reward_weights
+    _, value, scored = agreement_curve[-1]
+    near = is_near_chance(value, chance, scored)
     advice = near_chance_advice("online", value, chance, ONLINE_ADVICE) if near else ""
-    if near and matters:
+    if near and not retraining:
         warn_near_chance("online", value, chance, ONLINE_ADVICE)
     return {"online_heldout_agreement": value, "heldout_chance": chance, "online_near_chance": near,
             "near_chance": near and not retraining, "advice": advice if not retraining else ""}
@@ -199,4 +198,8 @@ def format_summary(result: dict) -> str:
     lines += [f"queries           {result['queries']}", f"seconds           {result['seconds']:.1f}"]
     if result.get("near_chance"):
         lines.append(f"WARNING: NEAR CHANCE: {result['advice']}")
+    elif result.get("retrained") and result.get("online_near_chance"):
+        lines.append(f"note: the online knockoff stayed near chance (held-out agreement "
+                     f"{result['online_heldout_agreement']:.2f}, chance {result['heldout_chance']:.2f}), so its "
+                     "loss reward carried little signal; a larger knockoff_lr may help an adaptive agent")
     return "\n".join(lines)

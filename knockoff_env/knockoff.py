@@ -55,13 +55,13 @@ class OnlineKnockoff:
         self.agreed.zero_()
         self.scored = 0
 
-    def heldout_agreement(self) -> float:
-        """Agreement with the victim's top-1 on the images scored since the last call, each by the
-        weights *before* they learnt it (held-out, as an attacker measures it); NaN if none."""
-        value = float(self.agreed) / self.scored if self.scored else float("nan")
+    def heldout_agreement(self) -> tuple[float, int]:
+        """(agreement with the victim's top-1, images) over the images scored since the last call,
+        each by the weights *before* they learnt it (held-out, as an attacker measures it; NaN if none)."""
+        value, scored = (float(self.agreed) / self.scored if self.scored else float("nan")), self.scored
         self.agreed.zero_()
         self.scored = 0
-        return value
+        return value, scored
 
     def step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One SGD step on soft labels; returns the per-image loss of the weights *before* it."""

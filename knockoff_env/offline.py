@@ -156,7 +156,7 @@ def fit_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: torch
     model.eval()
     fit_agreement = agreement(predict(model, fit_data, device), victim_labels[train_pos])
     estimate = best if len(held_pos) else fit_agreement
-    near = is_near_chance(estimate, chance)
+    near = is_near_chance(estimate, chance, len(held_pos) or len(train_pos))
     advice = near_chance_advice("retrained", estimate, chance, _what_to_try(recipe)) if near else ""
     if near and warn:
         warn_near_chance("retrained", estimate, chance, _what_to_try(recipe))

@@ -4,7 +4,8 @@ A real attacker has no labelled test set of the victim's task, but every transfe
 carries the victim's answer. Queries kept out of training measure how often the knockoff's
 top-1 agrees with the victim's on images it never learnt from. "Chance" is the agreement of
 the best constant guess (the victim's most frequent top-1 among those queries); a fit that
-stays within ``NEAR_CHANCE_MARGIN`` of the way from chance to 1 is reported loudly.
+stays within ``NEAR_CHANCE_MARGIN`` of the way from chance to 1, judged on at least
+``MIN_JUDGED`` queries, is reported loudly.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from .validate import is_finite_number
 
 NEAR_CHANCE_MARGIN = 0.1  # of the distance from chance to perfect agreement
+MIN_JUDGED = 20  # fewer held-out queries than this give no verdict: a handful of answers proves nothing
 
 
 class NearChanceWarning(UserWarning):
@@ -41,9 +43,10 @@ def chance_agreement(victim_labels: np.ndarray, num_classes: int) -> float:
     return float(np.bincount(victim_labels, minlength=num_classes).max() / len(victim_labels))
 
 
-def is_near_chance(agreement: float, chance: float) -> bool:
-    """True when ``agreement`` is within the margin above ``chance`` (on the way to 1)."""
-    return agreement < chance + NEAR_CHANCE_MARGIN * (1 - chance)
+def is_near_chance(agreement: float, chance: float, judged: int = MIN_JUDGED) -> bool:
+    """True when ``agreement``, measured on ``judged`` queries (at least ``MIN_JUDGED``), is within
+    the margin above ``chance`` (on the way to 1)."""
+    return judged >= MIN_JUDGED and agreement < chance + NEAR_CHANCE_MARGIN * (1 - chance)
 
 
 def agreement(predictions: np.ndarray | torch.Tensor, victim_labels: np.ndarray | torch.Tensor) -> float:

@@ -24,8 +24,7 @@ from scratch_world import make_scratch_env
 # recipes a user might find by hand for a randomly initialised CNN (30 epochs, the whole transfer set)
 HAND_RECIPES = {
     "issue's SGD": dict(recipe="paper", lr=0.1, momentum=0.9),
-    "AdamW": dict(recipe="paper", optimizer="adamw", lr=3e-3, momentum=0.0, weight_decay=0.01, schedule="cosine"),
-    "Nesterov, batch 32": dict(recipe="scratch", batch_size=32),
+    "the scratch recipe without a hold-out": dict(recipe="scratch"),
 }
 
 
@@ -67,7 +66,7 @@ def test_a_knockoff_that_cannot_learn_is_reported_near_chance(scratch_attacks):
 
 
 def test_run_attack_with_lr_0_says_near_chance_in_the_summary(make_env):
-    env = make_env(budget=30)
+    env = make_env(query_set=tiny_world(per_label=40)[0], budget=240)
     with pytest.warns(NearChanceWarning):
         result = run_attack(env, RandomAgent(env), seed=0, retrain_epochs=2, progress=False,
                             retrain_kwargs={"lr": 0.0})
@@ -76,10 +75,20 @@ def test_run_attack_with_lr_0_says_near_chance_in_the_summary(make_env):
 
 
 def test_the_online_knockoff_with_lr_0_warns_when_it_is_the_final_knockoff(make_env):
-    env = make_env(budget=30, knockoff_lr=0.0)
+    env = make_env(query_set=tiny_world(per_label=40)[0], budget=240, knockoff_lr=0.0)
     with pytest.warns(NearChanceWarning, match="online"):
         result = run_attack(env, RandomAgent(env), seed=0, progress=False)
     assert result["near_chance"] and "NEAR CHANCE" in format_summary(result)
+    assert result["agreement_curve"][-1][2] == 48  # judged on the last fifth of the budget
+
+
+def test_too_few_held_out_queries_give_no_verdict(make_env):
+    env = make_env(budget=30)  # 3 held-out queries
+    run_attack(env, RandomAgent(env), seed=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NearChanceWarning)
+        fit = env.fit(2, lr=0.0)
+    assert fit.heldout_size == 3 and not fit.near_chance
 
 
 def test_auto_recipe_follows_how_the_knockoff_was_initialised(make_env):
@@ -164,8 +173,8 @@ def test_eval_every_without_an_eval_set_reports_the_online_held_out_agreement(tm
     result = run_attack(env, GradientBandit(env, seed=0), seed=0, logdir=tmp_path, eval_every=8, retrain_epochs=2,
                         progress=False)
     assert result["knockoff_accuracy"] is None and result["victim_accuracy"] is None
-    assert [q for q, _ in result["agreement_curve"]] == [8, 16, 24, 32, 40]
-    assert all(0 <= a <= 1 for _, a in result["agreement_curve"])
+    assert [q for q, *_ in result["agreement_curve"]] == [8, 16, 24, 32, 40]
+    assert all(0 <= a <= 1 and n == 8 for _, a, n in result["agreement_curve"])
     assert 0 <= result["heldout_agreement"] <= 1 and result["heldout_size"] == 4
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0}).Reload()
     assert [e.step for e in events.Scalars("agreement/online_heldout")] == [8, 16, 24, 32, 40]
@@ -183,8 +192,9 @@ def test_online_held_out_agreement_scores_each_image_before_it_is_learnt(make_en
     answers = env.victim(images)
     before = (knockoff.model(images).argmax(1) == answers.argmax(1)).float().mean().item()
     knockoff.step(images, answers)
-    assert knockoff.heldout_agreement() == pytest.approx(before)
-    assert np.isnan(knockoff.heldout_agreement())  # counters restart after each reading
+    assert knockoff.heldout_agreement() == (pytest.approx(before), 4)
+    value, scored = knockoff.heldout_agreement()  # counters restart after each reading
+    assert np.isnan(value) and scored == 0
 
 
 class SmallColourNet(nn.Module):

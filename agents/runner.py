@@ -42,8 +42,9 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         ``victim_accuracy``, ``knockoff_accuracy`` (retrained if asked, else online),
         ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``,
         ``accuracy_curve`` ([(queries, online accuracy)] at each evaluation and the end),
-        ``agreement_curve`` ([(queries, online held-out agreement, images it was measured on)]), ``near_chance`` (the final
-        knockoff's held-out agreement is near a constant guess's; ``advice`` says what to try)…
+        ``agreement_curve`` ([(queries, online held-out agreement, images it was measured on)]),
+        ``near_chance`` (the final knockoff's held-out agreement is near a constant guess's;
+        ``advice`` says what to try), ``heldout_agreement`` and ``best_epoch`` after retraining…
         Without an eval set the accuracy fields are None and only the attacker's estimates remain.
     """
     core = env.unwrapped

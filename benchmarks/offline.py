@@ -77,18 +77,21 @@ def main() -> None:
             for recipe in runs[0]:
                 values = {k: np.array([r[recipe][k] for r in runs]) for k in runs[0][recipe]}
                 gap = np.abs(values["heldout"] - values["agreement"])
-                rows.append([world, strategy, recipe, f"{values['accuracy'].mean():.3f} ± {values['accuracy'].std():.3f}",
+                accuracy = f"{values['accuracy'].mean():.3f} ± {values['accuracy'].std():.3f}"
+                rows.append([world, strategy, recipe, accuracy,
                              f"{values['heldout'].mean():.3f}", f"{values['agreement'].mean():.3f}",
                              f"{gap.mean():.3f}", f"{values['s_per_epoch'].mean() * 1000:.0f}"])
                 print(" | ".join(rows[-1]), flush=True)
     header = ["world", "strategy", "offline recipe", "test accuracy (mean ± std)", "held-out agreement (attacker)",
               "test agreement (truth)", "mean |estimate − truth|", "ms / epoch"]
-    body = (f"`python -m benchmarks.offline --budget {args.budget} --seeds {args.seeds} --worlds {args.worlds}` — "
+    command = f"python -m benchmarks.offline --budget {args.budget} --seeds {args.seeds} --worlds {args.worlds}"
+    body = (f"`{command}` — "
             f"{machine()}; CPU, 1 torch thread, {time.perf_counter() - started:.0f} s in all; measured on a shared "
             "machine under load, so ms / epoch compare only within this table.\n\n"
             "Worlds: `digits` is `Knockoff-Digits-v0` (batch-normalised CNN); `scratch` is the no-batch-norm "
             "world of `tests/scratch_world.py`. The paper rows retrain the transfer set of an attack played with "
-            "`recipe=\"paper\"` (online lr 0.0005); the defaults row is `run_attack(env, agent, retrain_epochs=30)` "
+            "`recipe=\"paper\"` (online lr 0.0005); the defaults row is "
+            "`run_attack(env, agent, retrain_epochs=30)` "
             "with every default left alone (online lr 0.01). Held-out agreement: the kept epoch's agreement "
             "with the victim on the 10 % of the transfer set held out of training.\n\n" + table(header, rows))
     write_section("offline", body)

@@ -204,7 +204,8 @@ def run_retrain(args) -> None:
     torch.save({k: v.detach().cpu() for k, v in fit.model.state_dict().items()}, path)
     (Path(args.run_dir) / "retrain.json").write_text(json.dumps(fit.summary(), indent=1) + "\n")
     print(f"recipe {fit.recipe.name}, {fit.epochs} epochs: held-out agreement {fit.heldout_agreement:.4f} "
-          f"(attacker's estimate, {fit.heldout_size} queries; chance {fit.chance:.2f}; best epoch {fit.best_epoch})")
+          f"(attacker's estimate, {fit.heldout_size} queries; chance {fit.chance:.2f}; "
+          f"best epoch {fit.best_epoch})")
     if fit.near_chance:
         print(f"WARNING: NEAR CHANCE: {fit.advice}")
     if env.unwrapped.eval_set is not None:

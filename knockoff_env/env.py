@@ -338,7 +338,8 @@ class KnockoffEnv(gym.Env):
             overrides["epochs"] = epochs
         _, outputs = self.transfer_set.view()
         return fit_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()), device=self.device,
-                           recipe=self.recipe if recipe is None else resolve_recipe(recipe, pretrained=self._pretrained),
+                           recipe=self.recipe if recipe is None else resolve_recipe(recipe,
+                                                                                    pretrained=self._pretrained),
                            holdout=holdout, seed=seed, progress=progress, workers=workers, on_epoch=on_epoch,
                            warn=warn, **self._precision, **overrides)
 

@@ -17,6 +17,7 @@ import math
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -36,8 +37,8 @@ class OfflineFit:
     """What the offline phase produced and how well it fits, by the attacker's own measure.
 
     ``heldout_agreement``: the kept epoch's agreement with the victim on held-out queries
-    (NaN when nothing was held out); ``fit_agreement`` is the same measure on the training
-    queries. ``history``: one dict per epoch (``epoch``, ``loss``, ``lr``, ``heldout_agreement``).
+    (NaN when nothing was held out); ``fit_agreement``, only then, is the same measure on the
+    training queries. ``history``: one dict per epoch (``epoch``, ``loss``, ``lr``, ``heldout_agreement``).
     """
     model: nn.Module
     recipe: Recipe
@@ -142,7 +143,8 @@ def fit_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: torch
         record = {"epoch": epoch + 1, "loss": float(total) / max(count, 1), "lr": lr,
                   "heldout_agreement": float("nan")}
         if len(held_pos):
-            record["heldout_agreement"] = agreement(predict(model, held_data, device), victim_labels[held_pos])
+            predictions = _predict(model, held_data, device, workers, in_memory, channels_last, bf16)
+            record["heldout_agreement"] = agreement(predictions, victim_labels[held_pos])
         score = record["heldout_agreement"] if len(held_pos) else float(epoch)
         if score >= best:  # ties go to the later epoch
             best, best_epoch = score, epoch + 1
@@ -154,7 +156,9 @@ def fit_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: torch
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    fit_agreement = agreement(predict(model, fit_data, device), victim_labels[train_pos])
+    # without a hold-out the verdict falls back on the training queries (an optimistic measure)
+    fit_agreement = float("nan") if len(held_pos) else agreement(
+        _predict(model, fit_data, device, workers, in_memory, channels_last, bf16), victim_labels[train_pos])
     estimate = best if len(held_pos) else fit_agreement
     near = is_near_chance(estimate, chance, len(held_pos) or len(train_pos))
     advice = near_chance_advice("retrained", estimate, chance, _what_to_try(recipe)) if near else ""
@@ -167,7 +171,8 @@ def fit_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: torch
 
 
 def train_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: torch.Tensor, *,
-                  device: torch.device, recipe: str | Recipe = "paper", holdout: float = 0.0, **kwargs) -> nn.Module:
+                  device: torch.device, recipe: str | Recipe = "paper", holdout: float = 0.0,
+                  **kwargs) -> nn.Module:
     """:func:`fit_offline` on the whole transfer set (nothing held out by default); returns the model."""
     return fit_offline(model, images, targets, device=device, recipe=recipe, holdout=holdout, **kwargs).model
 
@@ -177,6 +182,24 @@ def _what_to_try(recipe: Recipe) -> str:
         "recipe='scratch' if the knockoff starts from random weights"
     return (f"{other}; a larger lr than {recipe.lr:g}; more epochs than {recipe.epochs}; a larger budget; "
             "or check that the knockoff can represent the task")
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, data, device: torch.device, workers: int, in_memory: bool, channels_last: bool,
+             bf16: bool) -> np.ndarray:
+    """Top-1 predictions over ``(images, labels)`` or a Dataset (through ``workers`` loader processes)."""
+    if in_memory:
+        return predict(model, data, device)
+    model.eval()
+    loader = DataLoader(data, batch_size=256, num_workers=workers, pin_memory=device.type == "cuda")
+    out = []
+    for x, *_ in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            out.append(model(x).argmax(1).cpu())
+    return torch.cat(out).numpy()
 
 
 def _loader(data, batch_size: int, seed: int, workers: int, device: torch.device, in_memory: bool):

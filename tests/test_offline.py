@@ -18,6 +18,7 @@ from knockoff_env.offline import augment_batch, fit_offline
 from knockoff_env.validation import chance_agreement, is_near_chance, split_holdout
 
 from conftest import LinearNet, tiny_world
+from miniature import data_root  # noqa: F401
 from miniature import ilsvrc as write_ilsvrc
 from scratch_world import make_scratch_env
 
@@ -236,7 +237,7 @@ def test_a_paper_world_picks_its_recipe_from_knockoff_init(data_root, tmp_path):
 
 
 def test_cli_recipe_option_and_the_near_chance_line(tmp_path, capsys):
-    code = main(["attack", "--budget", "40", "--quiet", "--recipe", "paper", "--retrain-epochs", "2",
+    code = main(["attack", "--budget", "200", "--quiet", "--recipe", "paper", "--retrain-epochs", "2",
                  "--env-arg", "recipe={'base': 'paper', 'lr': 0.0}", "--logdir", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out

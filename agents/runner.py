@@ -9,10 +9,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from knockoff_env.validation import chance_agreement, is_near_chance, near_chance_advice, warn_near_chance
-
 from .attack_log import AttackLog
 from .durable import DurableRun, is_json
+from .estimates import ESTIMATE_WINDOW, online_agreement, online_judgement
 
 POLICY_POINTS = 200  # policy snapshots logged per episode
 REWARD_POINTS = 1000  # reward points logged per episode (each the mean of its block of steps)
@@ -85,7 +84,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
                 window_start = None
             if eval_every and info["queries"] >= next_eval and not terminated:
                 next_eval += eval_every
-                _online_agreement(core, info["queries"], agreement_curve, log, bar)
+                online_agreement(core, info["queries"], agreement_curve, log, bar)
                 if has_eval:
                     accuracy = core.evaluate()["knockoff_accuracy"]
                     curve.append((info["queries"], accuracy))
@@ -97,7 +96,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     if durable:
         durable.close()
     if core.train_online:
-        _online_agreement(core, info["queries"], agreement_curve, log, None)
+        online_agreement(core, info["queries"], agreement_curve, log, None)
     none = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None}
     online = core.evaluate() if has_eval else none
     attack_seconds = time.perf_counter() - start
@@ -108,7 +107,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
               "accuracy_curve": curve + ([(info["queries"], online["knockoff_accuracy"])] if has_eval else []),
               "agreement_curve": agreement_curve, "recipe": core.recipe.name}
     final, model = online, core.knockoff.model
-    result.update(_online_judgement(core, agreement_curve, bool(retrain_epochs)))
+    result.update(online_judgement(core, agreement_curve, bool(retrain_epochs)))
     if retrain_epochs:
         on_epoch = (lambda record: log.retrain_epoch(record)) if log else None
         fit = core.fit(epochs=retrain_epochs, seed=seed, progress=progress, on_epoch=on_epoch,
@@ -128,41 +127,6 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         result["figures"] = {k: str(v) for k, v in log.close(online["victim_accuracy"]).items()}
         _save_run(Path(logdir), env, core, model, result)
     return result
-
-
-def _online_agreement(core, queries: int, curve: list, log, bar) -> None:
-    """Record the online knockoff's held-out agreement over the queries since the last call."""
-    if not core.train_online:
-        return
-    value, scored = core.knockoff.heldout_agreement()
-    if scored:
-        curve.append((queries, value, scored))
-        if log:
-            log.scalar("agreement/online_heldout", value, queries)
-        if bar is not None:
-            bar.set_postfix(agreement=f"{value:.3f}")
-
-
-def _online_judgement(core, agreement_curve: list, retraining: bool) -> dict:
-    """The online knockoff's latest held-out agreement, chance, and whether it is near chance;
-    a warning when it is the final knockoff (no retraining), a line in the summary otherwise."""
-    _, outputs = core.transfer_set.view()
-    chance = chance_agreement(outputs.argmax(1), core.num_classes)
-    if not agreement_curve:
-        return {"online_heldout_agreement": None, "heldout_chance": chance, "online_near_chance": False,
-                "near_chance": False, "advice": ""}
-    _, value, scored = agreement_curve[-1]
-    near = is_near_chance(value, chance, scored)
-    advice = near_chance_advice("online", value, chance, ONLINE_ADVICE) if near else ""
-    if near and not retraining:
-        warn_near_chance("online", value, chance, ONLINE_ADVICE)
-    return {"online_heldout_agreement": value, "heldout_chance": chance, "online_near_chance": near,
-            "near_chance": near and not retraining, "advice": advice if not retraining else ""}
-
-
-ESTIMATE_WINDOW = 0.2  # without eval_every, the online estimate covers this last share of the budget
-ONLINE_ADVICE = ("a larger knockoff_lr, or recipe='scratch' if the knockoff starts from random weights "
-                 "(its loss reward is noise until then); retraining offline (retrain_epochs / --retrain-epochs)")
 
 
 def _save_run(logdir: Path, env, core, model, result: dict) -> None:

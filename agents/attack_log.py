@@ -68,6 +68,15 @@ class AttackLog:
         self.accuracy_curve.append((queries, knockoff_accuracy))
         self.writer.add_scalar("accuracy/knockoff", knockoff_accuracy, queries)
 
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def retrain_epoch(self, record: dict) -> None:
+        """One offline epoch: its training loss, lr and held-out agreement, against the epoch."""
+        for name in ("loss", "lr", "heldout_agreement"):
+            if record[name] == record[name]:  # NaN (nothing held out) is not logged
+                self.writer.add_scalar(f"retrain/{name}", record[name], record["epoch"])
+
     def close(self, victim_accuracy: float | None = None) -> dict[str, Path]:
         """Draw the figures into TensorBoard and as PNG files; returns the PNG paths."""
         paths = {}

@@ -10,14 +10,18 @@ from . import fork_safety  # noqa: F401  (registers the at-fork handler)
 from .defences import Defence, parse_defence
 from .detectors import PRADA, Detector, parse_detector
 from .env import KnockoffEnv
-from .knockoff import OnlineKnockoff, train_offline
+from .knockoff import OnlineKnockoff
+from .offline import OfflineFit, fit_offline, train_offline
+from .recipes import RECIPES, Recipe, resolve_recipe
+from .validation import NearChanceWarning
 from .query_set import QuerySet
 from .rewards import RewardFunction, certainty, diversity, soft_cross_entropy
 from .transfer_set import TransferSet
 from .victim import BlackBox, VictimOutputError
 
 __all__ = ["KnockoffEnv", "BlackBox", "VictimOutputError", "QuerySet", "RewardFunction", "TransferSet",
-           "OnlineKnockoff", "train_offline", "certainty", "diversity", "soft_cross_entropy", "ENV_IDS",
+           "OnlineKnockoff", "train_offline", "fit_offline", "OfflineFit", "Recipe", "RECIPES",
+           "resolve_recipe", "NearChanceWarning", "certainty", "diversity", "soft_cross_entropy", "ENV_IDS",
            "Defence", "parse_defence", "Detector", "PRADA", "parse_detector"]
 __version__ = "0.1.0"
 

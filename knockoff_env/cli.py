@@ -28,7 +28,7 @@ def env_options(args) -> dict:
     options = {"budget": args.budget, "reward": args.reward, "queries_per_step": args.queries_per_step,
                "output": args.output, "top_k": args.top_k, "decimals": args.decimals, "device": args.device,
                "defence": args.defence, "detector": args.detector, "on_detection": args.on_detection,
-               "detection_penalty": args.detection_penalty}
+               "detection_penalty": args.detection_penalty, "recipe": getattr(args, "recipe", None)}
     options = {k: v for k, v in options.items() if v is not None}
     if args.offline_only:
         options["train_online"] = False
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", help="TensorBoard logs, PNG figures, transfer set and summary.json go here")
     p.add_argument("--eval-every", type=int, help="evaluate the online knockoff every N queries")
     p.add_argument("--retrain-epochs", type=int, default=0, help="retrain from scratch on the transfer set")
+    p.add_argument("--recipe", help="how the knockoff is trained: auto (default: paper for pretrained "
+                                    "knockoffs, else scratch), paper or scratch")
     p.add_argument("--reward", help="'all', one of certainty/diversity/loss, or a comma-separated subset")
     p.add_argument("--queries-per-step", type=int)
     p.add_argument("--output", choices=("probs", "top_k", "rounded", "label"), help="victim output mode")

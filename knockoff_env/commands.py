@@ -73,10 +73,16 @@ def add_world_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_build_hierarchy)
 
     p = subparsers.add_parser("retrain", help="offline phase: retrain a run's knockoff on its transfer set",
-                              description="Train a fresh knockoff on RUN_DIR's transfer set with the paper's "
-                                          "offline schedule, save RUN_DIR/knockoff_retrained.pt and evaluate it.")
+                              description="Train a fresh knockoff on RUN_DIR's transfer set with the run's "
+                                          "recipe (or --recipe), holding --holdout of it out to keep the best "
+                                          "epoch; save RUN_DIR/knockoff_retrained.pt, RUN_DIR/retrain.json and "
+                                          "evaluate it.")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--epochs", type=int, help="default: the recipe's (paper 100, scratch 30)")
+    p.add_argument("--recipe", help="auto | paper | scratch (default: the run's)")
+    p.add_argument("--holdout", type=float, default=0.1,
+                   help="fraction of the transfer set held out to judge each epoch (default 0.1)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes for a folder-dataset transfer set")
     p.set_defaults(func=run_retrain)
 
     p = subparsers.add_parser("evaluate", help="score a run's knockoff against its victim",
@@ -192,10 +198,18 @@ def run_retrain(args) -> None:
     if len(env.unwrapped.transfer_set) == 0:
         raise ValueError(f"the transfer set of {args.run_dir} is empty; there is nothing to retrain on")
     torch.manual_seed(int(config["seed"]))
-    model = env.unwrapped.retrain(epochs=args.epochs, progress=True)
+    fit = env.unwrapped.fit(args.epochs, recipe=args.recipe, holdout=args.holdout, seed=int(config["seed"]),
+                            progress=True, workers=args.workers, warn=False)
     path = Path(args.run_dir) / "knockoff_retrained.pt"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-    _report(Path(args.run_dir), path, evaluate_model(env, model))
+    torch.save({k: v.detach().cpu() for k, v in fit.model.state_dict().items()}, path)
+    (Path(args.run_dir) / "retrain.json").write_text(json.dumps(fit.summary(), indent=1) + "\n")
+    print(f"recipe {fit.recipe.name}, {fit.epochs} epochs: held-out agreement {fit.heldout_agreement:.4f} "
+          f"(attacker's estimate, {fit.heldout_size} queries; chance {fit.chance:.2f}; "
+          f"best epoch {fit.best_epoch})")
+    if fit.near_chance:
+        print(f"WARNING: NEAR CHANCE: {fit.advice}")
+    if env.unwrapped.eval_set is not None:
+        _report(Path(args.run_dir), path, evaluate_model(env, fit.model))
 
 
 @_clear_errors

@@ -15,9 +15,11 @@ from torch.utils.data import Subset
 from .checkpoint import load_checkpoint, save_checkpoint, text_tensor
 from .compiled import compile_model, compile_option
 from .detectors import parse_detector
-from .knockoff import OnlineKnockoff, _batches, build_model, predict, train_offline
+from .knockoff import OnlineKnockoff, _batches, build_model, predict
 from .lookahead import build_lookahead
+from .offline import OfflineFit, fit_offline
 from .query_set import QuerySet, as_images_and_labels
+from .recipes import Recipe, resolve_recipe
 from .rewards import COMPONENTS, RewardFunction, parse_reward
 from .transfer_set import TransferSet
 from .validate import is_integer
@@ -95,8 +97,12 @@ class KnockoffEnv(gym.Env):
     eval_set: the victim's test set, for :meth:`evaluate`. knockoff: ``nn.Module`` or a
         zero-argument factory (rebuilt, under the reset seed, on each seeded reset).
     budget: B, total queries (default: the whole query set). queries_per_step: 4 (paper).
-    reward: see Rewards. diversity_window: Δ = 25 (paper). knockoff_lr: 0.0005 and
-    knockoff_momentum: 0.5 (paper, online phase). output / top_k / decimals: the victim's
+    reward: see Rewards. diversity_window: Δ = 25 (paper). recipe: how the knockoff is
+        trained (:mod:`.recipes`): ``"auto"`` (default) is ``"paper"`` when
+        ``knockoff_pretrained`` is True (paper worlds set it from ``knockoff_init``), else
+        ``"scratch"``; a name, a :class:`Recipe` or ``{"base": name, field: value}``.
+    knockoff_lr / knockoff_momentum: the online SGD step (default: the recipe's
+        ``online_lr``/``online_momentum``; paper 0.0005 and 0.5). output / top_k / decimals: the victim's
     output mode (paper default full probabilities). device: ``"auto"`` = CUDA if present.
     bf16 / channels_last: bfloat16 autocast and channels-last batches for both models (off by
     default; worth it on CUDA). fetch_workers / pin_memory: threads decoding a Dataset query
@@ -128,8 +134,10 @@ class KnockoffEnv(gym.Env):
         top_k: int = 1,
         decimals: int = 2,
         num_classes: int | None = None,
-        knockoff_lr: float = 5e-4,
-        knockoff_momentum: float = 0.5,
+        knockoff_lr: float | None = None,
+        knockoff_momentum: float | None = None,
+        recipe: str | Recipe | Mapping = "auto",
+        knockoff_pretrained: bool | None = None,
         label_names: Mapping[int, str] | None = None,
         device: str | torch.device = "auto",
         render_mode: str | None = None,
@@ -193,6 +201,9 @@ class KnockoffEnv(gym.Env):
                 raise ValueError("reward='loss' needs the online knockoff; keep train_online=True or choose "
                                  "another reward")
         self._knockoff_source = knockoff
+        self.recipe, self._pretrained = resolve_recipe(recipe, pretrained=knockoff_pretrained), knockoff_pretrained
+        knockoff_lr = self.recipe.online_lr if knockoff_lr is None else knockoff_lr
+        knockoff_momentum = self.recipe.online_momentum if knockoff_momentum is None else knockoff_momentum
         self._precision = {"bf16": bf16, "channels_last": channels_last}
         self.knockoff = OnlineKnockoff(build_model(knockoff), self.device, knockoff_lr, knockoff_momentum,
                                        **self._precision)
@@ -411,16 +422,29 @@ class KnockoffEnv(gym.Env):
             return self.query_set.fetch(indices)
         return Subset(self.query_set.images, indices.tolist())
 
-    def retrain(self, epochs: int = 100, **kwargs) -> nn.Module:
-        """Phase (b): a fresh knockoff trained from scratch on the transfer set (paper schedule)."""
+    def retrain(self, epochs: int | None = None, **kwargs) -> nn.Module:
+        """Phase (b): a fresh knockoff trained on the transfer set (see :meth:`fit`); returns the model."""
+        return self.fit(epochs, **kwargs).model
+
+    def fit(self, epochs: int | None = None, *, recipe: str | Recipe | None = None, holdout: float = 0.1,
+            seed: int = 0, progress: bool = False, workers: int = 0, on_epoch=None, warn: bool = True,
+            **overrides) -> OfflineFit:
+        """Phase (b): train a fresh knockoff on the transfer set with the env's recipe (or ``recipe``),
+        ``epochs`` (default: the recipe's) and any other recipe field overridden by keyword;
+        ``holdout`` of the queries judge every epoch and the best epoch is kept (see :mod:`.offline`)."""
         if len(self.transfer_set) == 0:
             raise RuntimeError("the transfer set is empty; play an episode before retraining")
         model = build_model(self._knockoff_source)
         if isinstance(self._knockoff_source, nn.Module):
             model.load_state_dict(self.knockoff.initial_state)
+        if epochs is not None:
+            overrides["epochs"] = epochs
         _, outputs = self.transfer_set.view()
-        return train_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()),
-                             device=self.device, epochs=epochs, **kwargs)
+        return fit_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()), device=self.device,
+                           recipe=self.recipe if recipe is None else resolve_recipe(recipe,
+                                                                                    pretrained=self._pretrained),
+                           holdout=holdout, seed=seed, progress=progress, workers=workers, on_epoch=on_epoch,
+                           warn=warn, **self._precision, **overrides)
 
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
         """Top-1 accuracy of the knockoff (or ``model``) and the victim on the eval set,

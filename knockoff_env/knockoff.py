@@ -1,8 +1,8 @@
-"""The knockoff F_A: one online SGD step per env step, offline retraining, and evaluation.
+"""The knockoff F_A: one online SGD step per env step, and prediction.
 
-Online (paper phase a): SGD, momentum 0.5, lr 0.0005, on the step's images with the
-victim's soft labels. Offline (phase b): from scratch on the whole transfer set, SGD
-momentum 0.5, lr 0.01 decayed ×0.1 every 60 epochs, 100 epochs.
+Online (paper phase a): SGD on the step's images with the victim's soft labels (the paper:
+momentum 0.5, lr 0.0005; the step size follows the env's recipe, see :mod:`.recipes`).
+Offline retraining (phase b) is :mod:`.offline`.
 """
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from .rewards import soft_cross_entropy
-from .validate import is_finite_number, is_integer
+from .validate import is_finite_number
 
 
 def build_model(knockoff: nn.Module | Callable[[], nn.Module]) -> nn.Module:
@@ -47,11 +46,22 @@ class OnlineKnockoff:
         self.model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
         self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        self.agreed, self.scored = torch.zeros((), dtype=torch.int64, device=device), 0
 
     def reset(self) -> None:
         """Back to the initial weights with a fresh optimiser."""
         self.model.load_state_dict(self.initial_state)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum)
+        self.agreed.zero_()
+        self.scored = 0
+
+    def heldout_agreement(self) -> tuple[float, int]:
+        """(agreement with the victim's top-1, images) over the images scored since the last call,
+        each by the weights *before* they learnt it (held-out, as an attacker measures it; NaN if none)."""
+        value, scored = (float(self.agreed) / self.scored if self.scored else float("nan")), self.scored
+        self.agreed.zero_()
+        self.scored = 0
+        return value, scored
 
     def step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One SGD step on soft labels; returns the per-image loss of the weights *before* it."""
@@ -63,6 +73,8 @@ class OnlineKnockoff:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             logits = self.model(images)
         loss = soft_cross_entropy(logits, targets)
+        self.agreed += (logits.detach().argmax(1) == targets.argmax(1)).sum()
+        self.scored += len(targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()
         self.optimizer.step()
@@ -112,37 +124,3 @@ def predict(model: nn.Module | Callable, data: tuple | Dataset, device: torch.de
     if isinstance(model, nn.Module):
         model.train(was_training)
     return torch.cat(out).numpy()
-
-
-def train_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: torch.Tensor, *,
-                  device: torch.device, epochs: int = 100, lr: float = 0.01, momentum: float = 0.5,
-                  step_size: int = 60, gamma: float = 0.1, batch_size: int = 64, seed: int = 0,
-                  progress: bool = False) -> nn.Module:
-    """Phase (b): train ``model`` on the transfer set (images, victim outputs) with the paper's schedule."""
-    if not is_integer(epochs) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} must be a positive integer")
-    model = model.to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
-    data = (images, targets) if isinstance(images, torch.Tensor) else _PairedTargets(images, targets)
-    for epoch in tqdm(range(int(epochs)), desc="retrain", disable=not progress, leave=False):
-        for x, y in _batches(data, batch_size, shuffle=True, seed=seed + epoch):
-            loss = soft_cross_entropy(model(x.to(device)), y.to(device)).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        schedule.step()
-    return model.eval()
-
-
-class _PairedTargets(Dataset):
-    """A dataset's images paired with the victim's answers instead of its own labels."""
-
-    def __init__(self, images: Dataset, targets: torch.Tensor):
-        self.images, self.targets = images, targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int):
-        return self.images[i][0], self.targets[i]

@@ -214,12 +214,13 @@ def digits_query_set(per_label: int = PER_LABEL) -> tuple[torch.Tensor, torch.Te
 
 def make_digits_env(budget: int = 1000, victim_path: str | Path | None = None, **kwargs) -> KnockoffEnv:
     """``Knockoff-Digits-v0``. Defaults differ from the paper's ImageNet-scale ones where the
-    tiny scratch-initialised knockoff needs it: budget 1,000 and online lr 0.01; every
-    other ``KnockoffEnv`` option can be passed through (``victim=`` a shared BlackBox, say)."""
+    tiny scratch-initialised knockoff needs it: budget 1,000, and the ``"scratch"`` recipe
+    (``recipe="auto"``; online lr 0.01); every other ``KnockoffEnv`` option can be passed
+    through (``victim=`` a shared BlackBox, say)."""
     victim = kwargs.pop("victim", None) or load_digits_victim(victim_path)[0]
     images, labels, hierarchy, names = digits_query_set()
     _, test = digits_split()
     kwargs.setdefault("knockoff", DigitsNet)
-    kwargs.setdefault("knockoff_lr", 0.01)
+    kwargs.setdefault("knockoff_pretrained", False)
     return KnockoffEnv(victim=victim, query_set=(images, labels), hierarchy=hierarchy, eval_set=test,
                        label_names=names, budget=budget, **kwargs)

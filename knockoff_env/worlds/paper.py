@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from ..architectures import build_arch
+from ..architectures import RANDOM_INIT, build_arch
 from ..data import PAPER_VICTIMS, d2, ilsvrc, openimages, resolve_data_root
 from ..data.transforms import IMAGE_SIZE
 from ..env import KnockoffEnv
@@ -54,6 +54,7 @@ def make_paper_env(victim_dataset: str, *, query_set: str = "ilsvrc", data_root=
         tree = resolve_hierarchy(hierarchy, dataset_labels(images), default_hierarchy_path(query_set, root),
                                  f"knockoff build-hierarchy {query_set} --data-root {root}")
     images = fast_query_set(images, packed, decode, image_size, kwargs.get("device", "auto"))
+    kwargs.setdefault("knockoff_pretrained", str(knockoff_init) not in RANDOM_INIT)  # picks recipe="auto"
     return KnockoffEnv(victim=victim, query_set=images, hierarchy=tree, eval_set=eval_set,
                        knockoff=partial(build_arch, arch, meta["num_classes"], knockoff_init),
                        budget=default_budget(budget, BUDGET, len(images)), num_classes=meta["num_classes"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from ..architectures import build_arch
+from ..architectures import RANDOM_INIT, build_arch
 from ..data import small_scale
 from ..data.common import resolve_data_root
 from ..env import KnockoffEnv
@@ -42,6 +42,7 @@ def make_small_scale_env(victim_dataset: str, *, query_set: str | None = None, d
     family = small_scale.FAMILY[victim_dataset]
     eval_set = small_scale.load(victim_dataset, "test", root, download=download)
     images = small_scale.load(query_set, "train", root, family=family, download=download)
+    kwargs.setdefault("knockoff_pretrained", str(knockoff_init) not in RANDOM_INIT)  # picks recipe="auto"
     return KnockoffEnv(victim=victim, query_set=images, eval_set=eval_set,
                        hierarchy=resolve_hierarchy(hierarchy, dataset_labels(images)),
                        knockoff=partial(build_arch, arch or meta["arch"], meta["num_classes"], knockoff_init),

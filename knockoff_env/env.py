@@ -461,10 +461,15 @@ class KnockoffEnv(gym.Env):
         knockoff_accuracy = float((knockoff_pred == labels).mean())
         return {"knockoff_accuracy": knockoff_accuracy, "victim_accuracy": victim_accuracy,
                 "times_victim": knockoff_accuracy / victim_accuracy if victim_accuracy > 0 else float("nan"),
-                "agreement": float((knockoff_pred == victim_pred).mean()), **self._defence_costs(eval_data, labels)}
+                "agreement": float((knockoff_pred == victim_pred).mean()),
+                **self._defence_costs(eval_data, labels, victim_accuracy)}
 
-    def _defence_costs(self, eval_data, labels: np.ndarray) -> dict[str, float]:
-        """Victim accuracy under the defence and mean L1 perturbation on the eval set (cached)."""
+    def _defence_costs(self, eval_data, labels: np.ndarray, victim_accuracy: float) -> dict[str, float]:
+        """Victim accuracy under the defence and mean L1 perturbation on the eval set (cached).
+        Without a defence in this black box (none, or one that runs on a remote victim's server)
+        there is nothing to measure here, and nothing is queried."""
+        if not self.victim.defence:
+            return {"victim_accuracy_defended": victim_accuracy, "defence_l1": 0.0}
         if self._defence_cost is None:
             hits, l1, first = 0.0, 0.0, 0
             for x, *_ in _batches(eval_data, self.victim.batch_size):

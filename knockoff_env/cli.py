@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import shlex
 import sys
 from pathlib import Path
 
+from .cli_errors import INTERRUPTED, run_command, split_debug
 from .commands import add_world_commands
 
 
@@ -85,22 +87,44 @@ def attack(args) -> int:
         env = gym.make(args.env, **options)
         bandit = {"alpha": args.alpha} if args.alpha is not None and args.agent.startswith("adaptive") else {}
         agent = make_agent(args.agent, env, seed=args.seed, **bandit)
-    result = run_attack(env, agent, seed=args.seed, logdir=args.logdir, eval_every=args.eval_every,
-                        retrain_epochs=args.retrain_epochs, progress=not args.quiet,
-                        checkpoint_every=args.checkpoint_every, resume=bool(args.resume))
+    try:
+        result = run_attack(env, agent, seed=args.seed, logdir=args.logdir, eval_every=args.eval_every,
+                            retrain_epochs=args.retrain_epochs, progress=not args.quiet,
+                            checkpoint_every=args.checkpoint_every, resume=bool(args.resume))
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+        print(_kept_after_interrupt(args, env.unwrapped.spent, env.unwrapped.budget, saved=False), file=sys.stderr)
+        raise
     print(format_summary(result))
     if args.logdir:
         print(f"\nlogs, figures and the transfer set are in {args.logdir}/ "
               f"(policy.png, accuracy.png, summary.json)\nwatch them with:  tensorboard --logdir {args.logdir}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    if result["interrupted"]:
+        print(_kept_after_interrupt(args, result["queries"], env.unwrapped.budget, saved=True), file=sys.stderr)
+        return INTERRUPTED
     return 0
+
+
+def _kept_after_interrupt(args, queries: int, budget: int, saved: bool) -> str:
+    """What an interrupted attack kept, and the exact command that resumes it."""
+    head = f"interrupted after {queries} of {budget} queries"
+    if args.checkpoint_every or args.resume:
+        return (f"{head}; every answer is journaled in {args.logdir}/journal.bin.\n"
+                f"resume with:  knockoff attack --resume {shlex.quote(str(args.logdir))}")
+    if args.logdir and saved:
+        return (f"{head}; the transfer set so far, the knockoff and summary.json are in {args.logdir}/, but this run "
+                "cannot be resumed — start attacks with --logdir DIR --checkpoint-every N to make them resumable")
+    return (f"{head}; nothing was kept{'' if args.logdir else ' (no --logdir)'} — start attacks with --logdir DIR "
+            "--checkpoint-every N to make them resumable")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from agents import AGENTS
 
     parser = argparse.ArgumentParser(prog="knockoff", description="Knockoff Nets model stealing as a Gymnasium env")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of any error (anywhere on the line; or set KNOCKOFF_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("attack", help="run one attack to the budget and report the knockoff's accuracy")
     p.add_argument("--env", default="Knockoff-Digits-v0", help="registered env id (default: the embedded world)")
@@ -133,12 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; user errors end in one line and exit code 2, Ctrl-C in 130 (see cli_errors)."""
+    argv, debug = split_debug(sys.argv[1:] if argv is None else list(argv))
     try:
-        return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as err:  # bad input: a message, not a traceback
-        print(f"knockoff {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse's own usage errors (exit 2) and --help (exit 0)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    return run_command(args, debug)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from .victim import resolve_device
 
 DEBUG_ENV = "KNOCKOFF_DEBUG"
 USER_ERROR, INTERNAL_ERROR, INTERRUPTED = 2, 1, 128 + 2  # 130: killed by SIGINT, as shells report it
-PROJECT = str(Path(__file__).resolve().parents[1])
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tuple(str(ROOT / d) + os.sep for d in ("knockoff_env", "agents", "sweeps"))  # the project's packages
 REPORT = ("this is a bug in knockoff_env, not in your input; please report it to the project's issue tracker "
           "with the traceback above and the command you ran")
 
@@ -79,18 +80,19 @@ def user_message(err: Exception, args) -> str | None:
         env_id = getattr(args, "env", None)
         return unknown_env(env_id if isinstance(env_id, str) else _quoted_id(str(err)))
     if isinstance(err, TypeError) and "unexpected keyword argument" in str(err):
-        return unknown_option(err, getattr(args, "env", None))
+        name = re.search(r"unexpected keyword argument '([^']+)'", str(err))
+        return unknown_option(name.group(1) if name else "?", getattr(args, "env", None))
     if isinstance(err, OSError) and err.filename is not None:
         return (f"{err.strerror or type(err).__name__}: {err.filename} — check the path: it must exist, be of the "
                 "right kind (file or folder) and be readable/writable by you")
-    if isinstance(err, (ValueError, TypeError, OSError, LookupError)) and _raised_by_project(err):
+    if isinstance(err, (ValueError, TypeError, OSError)) and _raised_by_project(err):
         return str(err) or type(err).__name__
     return None
 
 
 def _raised_by_project(err: BaseException) -> bool:
     frames = traceback.extract_tb(err.__traceback__)
-    return bool(frames) and frames[-1].filename.startswith(PROJECT) and "site-packages" not in frames[-1].filename
+    return bool(frames) and frames[-1].filename.startswith(PROJECT)
 
 
 def _quoted_id(text: str) -> str:
@@ -104,6 +106,9 @@ def preflight(args) -> None:
     env_id = getattr(args, "env", None)
     if isinstance(env_id, str):
         check_env_id(env_id)
+        env_args = getattr(args, "env_arg", None)
+        if env_args and all(isinstance(kv, (tuple, list)) and len(kv) == 2 for kv in env_args):
+            check_env_options(env_id, [k for k, _ in env_args])
     device = getattr(args, "device", None)
     if isinstance(device, str):
         resolve_device(device)
@@ -133,7 +138,7 @@ def unknown_env(env_id: str) -> str:
     return f"unknown env id {env_id!r} — {suggestion}the registered ids are {', '.join(ids)}"
 
 
-def env_option_defaults(env_id: str, err: BaseException | None = None) -> dict[str, str]:
+def env_option_defaults(env_id: str) -> dict[str, str]:
     """Every keyword an env id accepts, with its default: the entry point's own options, those of
     the world builders it forwards ``**kwargs`` to, and :class:`KnockoffEnv`'s."""
     import gymnasium as gym
@@ -141,12 +146,7 @@ def env_option_defaults(env_id: str, err: BaseException | None = None) -> dict[s
 
     from .env import KnockoffEnv
 
-    functions = [load_env_creator(gym.spec(env_id).entry_point)]
-    if err is not None:  # world builders the call went through (the entry point may be a closure)
-        for frame, _ in traceback.walk_tb(err.__traceback__):
-            found = frame.f_globals.get(frame.f_code.co_name)
-            if callable(found) and frame.f_code.co_filename.startswith(PROJECT) and found not in functions:
-                functions.append(found)
+    functions = forwarded_to(load_env_creator(gym.spec(env_id).entry_point))
     functions.append(KnockoffEnv.__init__)
     options: dict[str, str] = {}
     for function in functions:
@@ -157,18 +157,45 @@ def env_option_defaults(env_id: str, err: BaseException | None = None) -> dict[s
         for p in parameters:
             if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name == "self" or p.name in options:
                 continue
-            if p.kind is p.POSITIONAL_ONLY or (p.default is p.empty and function is not KnockoffEnv.__init__):
-                continue  # fixed by the entry point
-            options[p.name] = "required" if p.default is p.empty else repr(p.default)
+            if p.kind is p.POSITIONAL_ONLY or p.default is p.empty:
+                continue  # set by the world itself (its victim, query set, knockoff)
+            options[p.name] = repr(p.default)
     return options
 
 
-def unknown_option(err: TypeError, env_id) -> str:
-    name = re.search(r"unexpected keyword argument '([^']+)'", str(err))
-    name = name.group(1) if name else "?"
+def forwarded_to(function) -> list:
+    """``function`` and the project's functions it hands its ``**kwargs`` on to (a world's entry
+    point to its builder, say), found by name in its code: the keywords an env id accepts."""
+    chain, todo = [], [function]
+    while todo:
+        f = todo.pop()
+        if f in chain or not callable(f):
+            continue
+        chain.append(f)
+        code = getattr(f, "__code__", None)
+        if code is None or not code.co_flags & inspect.CO_VARKEYWORDS:
+            continue
+        for name in code.co_names:
+            callee = getattr(f, "__globals__", {}).get(name)
+            callee_code = getattr(callee, "__code__", None)
+            if inspect.isfunction(callee) and callee_code.co_filename.startswith(PROJECT) \
+                    and callee_code.co_flags & inspect.CO_VARKEYWORDS:
+                todo.append(callee)
+    return chain
+
+
+def check_env_options(env_id: str, names) -> None:
+    """Refuse an option no function on the env id's construction path takes."""
+    options = env_option_defaults(env_id.split(":", 1)[-1])
+    for name in names:
+        if name not in options:
+            raise ConfigError(unknown_option(name, env_id, options))
+
+
+def unknown_option(name: str, env_id, options: dict | None = None) -> str:
     if not isinstance(env_id, str) or env_id.split(":", 1)[-1] not in knockoff_ids():
         return f"unexpected option {name!r} — remove it; see the env's documentation for its options"
-    options = env_option_defaults(env_id.split(":", 1)[-1], err)
+    options = options or env_option_defaults(env_id.split(":", 1)[-1])
     close = difflib.get_close_matches(name, options, n=1)
     suggestion = f"did you mean {close[0]}? " if close else ""
     listed = ", ".join(f"{k}={v}" for k, v in options.items())

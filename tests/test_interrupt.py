@@ -1,0 +1,152 @@
+"""Issue 15, Ctrl-C: a real ``knockoff attack`` process stops at a step boundary on SIGINT, saves
+what a finished run saves (summary marked interrupted), prints the exact resume command, exits
+130 with no traceback, and resumes to exactly the budget with every query distinct; a second
+Ctrl-C stops it at once, still losing nothing."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import make_agent, run_attack
+from fuzz_cases import make_env
+from knockoff_env.cli import main
+from knockoff_env.worlds.digits import load_digits_victim
+from test_durability_kill import journal_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = 200
+ATTACK = ["attack", "--budget", str(BUDGET), "--seed", "5", "--quiet", "--checkpoint-every", "7"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def digits_victim_cached():
+    """Train the digits victim here, once, so the processes below start attacking at once."""
+    load_digits_victim()
+
+
+def start(*args) -> subprocess.Popen:
+    # SIGINT keeps its default disposition: Popen does not touch it, and no preexec_fn is given
+    return subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", *args], cwd=ROOT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def journal_records(run: Path) -> int:
+    return journal_steps(run / "journal.bin")
+
+
+def interrupt_when_running(proc: subprocess.Popen, run: Path, presses: int) -> tuple[str, str]:
+    """SIGINT ``proc`` (``presses`` times) once its journal holds a few steps."""
+    deadline = time.monotonic() + 120
+    while journal_records(run) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the attack ended before it could be interrupted: {proc.communicate()}"
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.002)
+    out, err = proc.communicate(timeout=120)
+    return out, err
+
+
+def resume_command(text: str, run: Path) -> list[str]:
+    line = next(line for line in text.splitlines() if "knockoff attack --resume" in line)
+    argv = shlex.split(line.split("resume with:", 1)[1])
+    assert argv[:3] == ["knockoff", "attack", "--resume"] and Path(argv[3]) == run
+    return argv[1:]
+
+
+def resume_to_the_budget(argv: list[str], run: Path) -> dict:
+    proc = start(*argv, "--quiet")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] is False
+    assert summary["queries"] == summary["victim_queries"] == BUDGET
+    with np.load(run / "transfer_set.npz", allow_pickle=False) as data:
+        indices = data["indices"]
+    assert len(indices) == BUDGET and len(np.unique(indices)) == BUDGET
+    return summary
+
+
+def test_ctrl_c_stops_a_real_attack_cleanly_and_it_resumes_to_exactly_the_budget(tmp_path):
+    run = tmp_path / "run"
+    proc = start(*ATTACK, "--logdir", str(run))
+    out, err = interrupt_when_running(proc, run, presses=1)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    summary = json.loads((run / "summary.json").read_text())  # wrapped up as a finished run
+    assert summary["interrupted"] is True and 0 < summary["queries"] < BUDGET
+    assert (run / "policy.png").exists() and (run / "transfer_set.npz").exists()
+    assert f"interrupted after {summary['queries']} of {BUDGET} queries" in err
+    resume_to_the_budget(resume_command(err, run), run)
+
+
+def sigint_when(ready, presses: int) -> threading.Thread:
+    """A thread that sends this process ``presses`` SIGINTs once ``ready()`` (Python runs the
+    handler in the main thread, as for a Ctrl-C)."""
+    def send():
+        deadline = time.monotonic() + 120
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for _ in range(presses):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # two signals close together would be handled once
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_second_ctrl_c_stops_at_once_and_loses_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    sigint_when(lambda: journal_records(run) >= 3, presses=2)
+    assert main([*ATTACK, "--logdir", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "knockoff attack: interrupted (Ctrl-C)" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert main(resume_command(err, run) + ["--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["queries"] == summary["victim_queries"] == BUDGET
+    with np.load(run / "transfer_set.npz", allow_pickle=False) as data:
+        assert len(np.unique(data["indices"])) == BUDGET
+
+
+def test_ctrl_c_in_a_run_without_a_journal_says_what_was_kept(tmp_path, capsys):
+    run = tmp_path / "plain"
+    sigint_when(lambda: bool(list(run.glob("events.*"))) and time.sleep(0.2) is None, presses=1)
+    assert main(["attack", "--budget", str(BUDGET), "--quiet", "--logdir", str(run), "--eval-every", "8"]) == 130
+    err = capsys.readouterr().err
+    assert "cannot be resumed — start attacks with --logdir DIR --checkpoint-every N" in err
+    assert json.loads((run / "summary.json").read_text())["interrupted"] is True
+
+
+class SigintAt:
+    """An agent that sends this process a real SIGINT when it acts for the ``at``-th time."""
+
+    def __init__(self, agent, at: int):
+        self.agent, self.at, self.acted = agent, at, 0
+
+    def act(self, obs, info):
+        self.acted += 1
+        if self.acted == self.at:
+            signal.raise_signal(signal.SIGINT)
+        return self.agent.act(obs, info)
+
+    def __getattr__(self, name):
+        return getattr(self.agent, name)
+
+
+def test_run_attack_stops_after_the_step_in_flight_and_restores_the_handler():
+    assert threading.current_thread() is threading.main_thread()
+    env = make_env(budget=24)
+    agent = SigintAt(make_agent("random", env, seed=0), at=3)
+    result = run_attack(env, agent, seed=0, progress=False)
+    assert result["interrupted"] is True and result["steps"] == 3 and result["queries"] == 12
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert run_attack(env, make_agent("random", env, seed=0), seed=0, progress=False)["interrupted"] is False

@@ -23,6 +23,13 @@ def _env_arg(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _seed(text: str) -> int:
+    """A seed for numpy and torch: an integer ≥ 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
 def env_options(args) -> dict:
     """Env keyword arguments from the attack's options (only those the user set)."""
     options = {"budget": args.budget, "reward": args.reward, "queries_per_step": args.queries_per_step,
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="Knockoff-Digits-v0", help="registered env id (default: the embedded world)")
     p.add_argument("--agent", choices=AGENTS, default="adaptive")
     p.add_argument("--budget", type=int, help="queries to spend (default: the world's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--logdir", help="TensorBoard logs, PNG figures, transfer set and summary.json go here")
     p.add_argument("--eval-every", type=int, help="evaluate the online knockoff every N queries")
     p.add_argument("--retrain-epochs", type=int, default=0, help="retrain from scratch on the transfer set")

@@ -76,9 +76,13 @@ def user_message(err: Exception, args) -> str | None:
 
     if isinstance(err, KnockoffError):
         return str(err)
-    if isinstance(err, gymnasium.error.Error):
+    unregistered = (gymnasium.error.NameNotFound, gymnasium.error.NamespaceNotFound, gymnasium.error.VersionNotFound,
+                    gymnasium.error.UnregisteredEnv, gymnasium.error.DeprecatedEnv)
+    if isinstance(err, unregistered):
         env_id = getattr(args, "env", None)
         return unknown_env(env_id if isinstance(env_id, str) else _quoted_id(str(err)))
+    if isinstance(err, gymnasium.error.DependencyNotInstalled):
+        return str(err)
     if isinstance(err, TypeError) and "unexpected keyword argument" in str(err):
         name = re.search(r"unexpected keyword argument '([^']+)'", str(err))
         return unknown_option(name.group(1) if name else "?", getattr(args, "env", None))

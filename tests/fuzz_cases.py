@@ -245,8 +245,16 @@ class Paths:
         return str(self.root / f"run{self.count}")
 
     def resolve(self, token: str) -> str:
-        return {"@file": str(self.file), "@under_file": str(self.file / "x"), "@damaged": str(self.damaged),
-                "@fresh": self.fresh(), "@root": str(self.root), "@missing": str(self.root / "missing")}.get(token, token)
+        """``token`` with its ``@name`` placeholder (also inside ``KEY=@name``) replaced by a real path."""
+        if "@" not in token:
+            return token
+        places = {"@under_file": lambda: str(self.file / "x"), "@file": lambda: str(self.file),
+                  "@damaged": lambda: str(self.damaged), "@fresh": self.fresh, "@root": lambda: str(self.root),
+                  "@missing": lambda: str(self.root / "missing")}
+        for name, path in places.items():
+            if name in token:
+                return token.replace(name, path())
+        return token
 
 
 ENV_IDS = ["Knockoff-Digits-v0", "Knockoff-Digitz-v0", "Knockoff-digits-v0", "Knockoff-Digits-v9", "Hopper-v4",

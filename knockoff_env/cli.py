@@ -54,7 +54,11 @@ def durable_args(args, parser: argparse.ArgumentParser):
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: --resume needs a run directory made by "
                                     "`knockoff attack --logdir RUN_DIR --checkpoint-every N`")
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is damaged ({err}) — restore it, or start a new run: the options of a "
+                             "durable run are read back from it") from None
         defaults = vars(parser.parse_args(["attack"]))
         clash = [k for k, v in saved.items() if k in vars(args) and k != "logdir"
                  and getattr(args, k) not in (defaults[k], v) and list(getattr(args, k) or []) != v]

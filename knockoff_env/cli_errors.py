@@ -86,6 +86,10 @@ def user_message(err: Exception, args) -> str | None:
     if isinstance(err, TypeError) and "unexpected keyword argument" in str(err):
         name = re.search(r"unexpected keyword argument '([^']+)'", str(err))
         return unknown_option(name.group(1) if name else "?", getattr(args, "env", None))
+    if isinstance(err, TypeError) and "multiple values for keyword argument" in str(err):
+        name = re.search(r"multiple values for keyword argument '([^']+)'", str(err))
+        return (f"{getattr(args, 'env', None) or 'this env'} sets {name.group(1) if name else 'that option'!r} "
+                "itself — remove that option")
     if isinstance(err, OSError) and err.filename is not None:
         return (f"{err.strerror or type(err).__name__}: {err.filename} — check the path: it must exist, be of the "
                 "right kind (file or folder) and be readable/writable by you")

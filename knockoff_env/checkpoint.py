@@ -36,9 +36,8 @@ def load_tensors(path: str | Path, what: str, remedy: str, error: type = Damaged
         raise
     except Exception as err:  # noqa: BLE001 - whatever torch raises, the file is not trustworthy
         reason = ("it holds objects other than tensors, which are never unpickled here"
-                  if "weights_only" in str(err) or "pickl" in type(err).__name__.lower()
-                  else "it is truncated, damaged or not a torch file")
-        raise error(f"{path} is damaged or not {what}: {reason}", remedy) from None
+                  if "Unsupported global" in str(err) else "truncated, garbled or not a torch file")
+        raise error(f"{path} is unreadable: it is damaged or not {what} ({reason})", remedy) from None
 
 
 def check_config(saved: Mapping, expected: Mapping, what: str, error: type = None) -> None:

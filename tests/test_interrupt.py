@@ -14,11 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from agents import make_agent, run_attack
+from agents.interrupt import StepBoundaryInterrupt
+from conftest import tiny_world
 from fuzz_cases import make_env
 from knockoff_env.cli import main
 from knockoff_env.worlds.digits import load_digits_victim
+from knockoff_env.journal import Journal
 from test_durability_kill import journal_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,54 +92,38 @@ def test_ctrl_c_stops_a_real_attack_cleanly_and_it_resumes_to_exactly_the_budget
     resume_to_the_budget(resume_command(err, run), run)
 
 
-def sigint_when(ready, presses: int) -> threading.Thread:
-    """A thread that sends this process ``presses`` SIGINTs once ``ready()`` (Python runs the
-    handler in the main thread, as for a Ctrl-C)."""
-    def send():
-        deadline = time.monotonic() + 120
-        while not ready() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        for _ in range(presses):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.5)  # two signals close together would be handled once
-    thread = threading.Thread(target=send, daemon=True)
-    thread.start()
-    return thread
-
-
-def test_a_second_ctrl_c_stops_at_once_and_loses_nothing(tmp_path, capsys):
-    run = tmp_path / "run"
-    sigint_when(lambda: journal_records(run) >= 3, presses=2)
-    assert main([*ATTACK, "--logdir", str(run)]) == 130
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and "knockoff attack: interrupted (Ctrl-C)" in err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert main(resume_command(err, run) + ["--quiet"]) == 0
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["queries"] == summary["victim_queries"] == BUDGET
-    with np.load(run / "transfer_set.npz", allow_pickle=False) as data:
-        assert len(np.unique(data["indices"])) == BUDGET
-
-
 def test_ctrl_c_in_a_run_without_a_journal_says_what_was_kept(tmp_path, capsys):
-    run = tmp_path / "plain"
-    sigint_when(lambda: bool(list(run.glob("events.*"))) and time.sleep(0.2) is None, presses=1)
-    assert main(["attack", "--budget", str(BUDGET), "--quiet", "--logdir", str(run), "--eval-every", "8"]) == 130
+    run, stop = tmp_path / "plain", threading.Event()
+
+    def press_once_the_loop_runs():  # Python runs the handler in the main thread, as for a Ctrl-C
+        while not stop.is_set():
+            if isinstance(getattr(signal.getsignal(signal.SIGINT), "__self__", None), StepBoundaryInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.001)
+
+    presser = threading.Thread(target=press_once_the_loop_runs, daemon=True)
+    presser.start()
+    code = main(["attack", "--budget", str(BUDGET), "--quiet", "--logdir", str(run), "--eval-every", "8"])
+    stop.set()
+    presser.join()
     err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
     assert "cannot be resumed — start attacks with --logdir DIR --checkpoint-every N" in err
     assert json.loads((run / "summary.json").read_text())["interrupted"] is True
 
 
 class SigintAt:
-    """An agent that sends this process a real SIGINT when it acts for the ``at``-th time."""
+    """An agent that sends this process ``presses`` real SIGINTs when it acts for the ``at``-th time."""
 
-    def __init__(self, agent, at: int):
-        self.agent, self.at, self.acted = agent, at, 0
+    def __init__(self, agent, at: int, presses: int = 1):
+        self.agent, self.at, self.presses, self.acted = agent, at, presses, 0
 
     def act(self, obs, info):
         self.acted += 1
         if self.acted == self.at:
-            signal.raise_signal(signal.SIGINT)
+            for _ in range(self.presses):
+                signal.raise_signal(signal.SIGINT)
         return self.agent.act(obs, info)
 
     def __getattr__(self, name):
@@ -150,3 +138,55 @@ def test_run_attack_stops_after_the_step_in_flight_and_restores_the_handler():
     assert result["interrupted"] is True and result["steps"] == 3 and result["queries"] == 12
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert run_attack(env, make_agent("random", env, seed=0), seed=0, progress=False)["interrupted"] is False
+
+
+def tiny_agent(env, wrapped: bool):
+    """The agent of the run being resumed: the same class, so the journal's configuration agrees."""
+    agent = make_agent("random", env, seed=0)
+    return SigintAt(agent, at=0) if wrapped else agent
+
+
+def tiny_journal_steps(run: Path, wrapped: bool) -> int:
+    """Whole records in the tiny world's journal (read back through the journal's own checks)."""
+    from agents.durable import run_config
+    env = make_env(budget=24)
+    journal, records = Journal.open(run / "journal.bin", run_config(env, tiny_agent(env, wrapped), 0))
+    journal.close()
+    return len(records)
+
+
+def finish_from_the_journal(run: Path, wrapped: bool) -> None:
+    env = make_env(budget=24)
+    result = run_attack(env, tiny_agent(env, wrapped), seed=0, logdir=run, checkpoint_every=2,
+                        resume=True, progress=False)
+    indices, _ = env.transfer_set.view()
+    assert result["queries"] == result["victim_queries"] == 24 and len(np.unique(indices)) == 24
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_run_resumes(tmp_path):
+    env = make_env(budget=24)
+    agent = SigintAt(make_agent("random", env, seed=0), at=3, presses=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(env, agent, seed=0, logdir=tmp_path, checkpoint_every=2, progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert tiny_journal_steps(tmp_path, wrapped=True) == 2  # stopped before its third step
+    finish_from_the_journal(tmp_path, wrapped=True)
+
+
+def test_a_second_ctrl_c_during_a_step_waits_for_its_record(tmp_path):
+    (x, y), victim, _ = tiny_world()
+    calls = []
+
+    def victim_pressed_twice_on_its_third_call(images):
+        calls.append(len(images))
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return torch.softmax(victim(images), 1)
+
+    env = make_env(budget=24, victim=victim_pressed_twice_on_its_third_call, num_classes=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(env, make_agent("random", env, seed=0), seed=0, logdir=tmp_path, checkpoint_every=2,
+                   progress=False)
+    assert tiny_journal_steps(tmp_path, wrapped=False) == 3  # the paid third answer was journaled first
+    finish_from_the_journal(tmp_path, wrapped=False)

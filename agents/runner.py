@@ -10,10 +10,12 @@ import torch
 from tqdm.auto import tqdm
 
 from knockoff_env.lookahead import hint_from
+from knockoff_env.validate import is_integer
 
 from .attack_log import AttackLog
 from .durable import DurableRun, is_json
 from .estimates import ESTIMATE_WINDOW, online_agreement, online_judgement
+from .interrupt import StepBoundaryInterrupt
 
 POLICY_POINTS = 200  # policy snapshots logged per episode
 REWARD_POINTS = 1000  # reward points logged per episode (each the mean of its block of steps)
@@ -39,6 +41,10 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         checkpoint_every: journal every step into ``logdir`` and checkpoint every this many
             steps, so that an interrupted attack can be resumed (see :mod:`agents.durable`).
         resume: continue the interrupted attack journaled in ``logdir`` (same env, agent, seed).
+    Ctrl-C (SIGINT, main thread) stops the attack at the next step boundary and wraps it up as
+    a finished one (evaluation, figures, saved files; no retraining) with ``interrupted: True``
+    in the result; a second Ctrl-C raises ``KeyboardInterrupt`` at once (see :mod:`agents.interrupt`).
+
     Returns:
         ``victim_accuracy``, ``knockoff_accuracy`` (retrained if asked, else online),
         ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``,
@@ -50,6 +56,8 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     """
     core = env.unwrapped
     start = time.perf_counter()
+    if not is_integer(seed) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
     if (checkpoint_every or resume) and not logdir:
         raise ValueError("checkpoint_every/resume need logdir, the run directory for the journal and checkpoints")
     durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None
@@ -74,13 +82,15 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
             durable.curve_point(*curve[-1])
         next_eval = (info["queries"] // eval_every + 1) * eval_every
     window_start = None if eval_every else int(core.budget * (1 - ESTIMATE_WINDOW))
-    with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress, desc="attack") as bar:
-        while not done:
+    with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress, desc="attack") as bar, \
+            StepBoundaryInterrupt() as interrupt:
+        while not done and not interrupt.requested:
             hint_from(core, agent, step)
             action = agent.act(obs, info)
             if log and step % policy_every == 0 and hasattr(agent, "coarse_probabilities"):
                 log.policy(info["queries"], agent.coarse_probabilities(np.asarray(info["action_mask"], bool)))
-            obs, reward, terminated, truncated, info = env.step(action)  # a durable run journals inside
+            with interrupt.step():
+                obs, reward, terminated, truncated, info = env.step(action)  # a durable run journals inside
             agent.update(action, reward, info)
             step += 1
             if durable:
@@ -102,17 +112,19 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
                     bar.set_postfix(knockoff=f"{accuracy:.3f}", agreement=f"{agreement_curve[-1][1]:.3f}")
                     if log:
                         log.accuracy(info["queries"], accuracy)
-            if terminated or truncated:
-                break
+            done = terminated or truncated
     if durable:
         durable.close()
+    interrupted = interrupt.requested and not done
+    if interrupted:
+        retrain_epochs = 0  # the user asked to stop: wrap up what was paid for, train nothing new
     if core.train_online:
         online_agreement(core, info["queries"], agreement_curve, log, None)
     none = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None}
     online = core.evaluate() if has_eval else none
     attack_seconds = time.perf_counter() - start
     result = {"agent": type(agent).__name__, "seed": seed, "queries": info["queries"], "steps": step,
-              "victim_queries": core.victim.queries,
+              "victim_queries": core.victim.queries, "interrupted": interrupted,
               "victim_accuracy": online["victim_accuracy"],
               "knockoff_accuracy_online": online["knockoff_accuracy"], "attack_seconds": attack_seconds,
               "defence": core.victim.defence.spec() or None,

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torchvision import models
 
+from .checkpoint import load_tensors
+
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 ARCHS = (*RESNETS, "resnet18_cifar", "lenet")
 RANDOM_INIT = ("none", "scratch")
@@ -86,10 +88,8 @@ def pretrained_state(arch: str, pretrained: str | Path) -> dict[str, torch.Tenso
         if not path.exists():
             raise FileNotFoundError(f"pretrained weights {path} not found; give 'imagenet', 'none' or "
                                     "the path of a saved state dict")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - whatever torch raises, the file is not usable weights
-        raise ValueError(f"{path} is not a state dict torch.load(weights_only=True) can read: {err}") from err
+    state = load_tensors(path, "a state dict of weights", "give 'imagenet', 'none' or the path of a state dict "
+                         "saved with torch.save(model.state_dict(), PATH)")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state dict (a mapping of parameter names to tensors)")

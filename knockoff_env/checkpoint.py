@@ -18,11 +18,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DamagedFileError
+
 CONFIG_KEY, DIGEST_KEY = "__config__", "__digest__"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DamagedFileError):
     """A checkpoint that is damaged, tampered with, or belongs to another run."""
+
+
+def load_tensors(path: str | Path, what: str, remedy: str, error: type = DamagedFileError):
+    """``torch.load(path, weights_only=True)``; a file it cannot read is refused as damaged or not
+    ``what``, with ``remedy``, and never with torch's advice to load it unsafely."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever torch raises, the file is not trustworthy
+        reason = ("it holds objects other than tensors, which are never unpickled here"
+                  if "Unsupported global" in str(err) else "truncated, garbled or not a torch file")
+        raise error(f"{path} is unreadable: it is damaged or not {what} ({reason})", remedy) from None
 
 
 def check_config(saved: Mapping, expected: Mapping, what: str, error: type = None) -> None:
@@ -82,11 +97,9 @@ def load_checkpoint(path: str | Path, config: Mapping) -> dict[str, torch.Tensor
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure to parse means the file is not trustworthy
-        raise CheckpointError(f"{path} is damaged or not a knockoff_env checkpoint "
-                              f"({type(err).__name__}: {str(err)[:200]})") from err
+    tensors = load_tensors(path, "a knockoff_env checkpoint", "use an earlier copy, or resume from the journal "
+                           "alone by deleting the checkpoint file (the run replays every journaled step)",
+                           CheckpointError)
     if not isinstance(tensors, dict) or DIGEST_KEY not in tensors or CONFIG_KEY not in tensors \
             or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
         raise CheckpointError(f"{path} is not a knockoff_env checkpoint (expected named tensors with a digest)")

@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from . import pack_command
 from . import serve
+from .cli_errors import INTERRUPTED, run_command, split_debug
 from .commands import add_world_commands
 
 
@@ -21,6 +23,13 @@ def _env_arg(text: str) -> tuple[str, object]:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return key, value
+
+
+def _seed(text: str) -> int:
+    """A seed for numpy and torch: an integer ≥ 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
 
 
 def env_options(args) -> dict:
@@ -56,7 +65,11 @@ def durable_args(args, parser: argparse.ArgumentParser):
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: --resume needs a run directory made by "
                                     "`knockoff attack --logdir RUN_DIR --checkpoint-every N`")
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is damaged ({err}) — restore it, or start a new run: the options of a "
+                             "durable run are read back from it") from None
         defaults = vars(parser.parse_args(["attack"]))
         clash = [k for k, v in saved.items() if k in vars(args) and k != "logdir"
                  and getattr(args, k) not in (defaults[k], v) and list(getattr(args, k) or []) != v]
@@ -97,16 +110,36 @@ def attack(args) -> int:
         env = gym.make(args.env, **options)
         bandit = {"alpha": args.alpha} if args.alpha is not None and args.agent.startswith("adaptive") else {}
         agent = make_agent(args.agent, env, seed=args.seed, **bandit)
-    result = run_attack(env, agent, seed=args.seed, logdir=args.logdir, eval_every=args.eval_every,
-                        retrain_epochs=args.retrain_epochs, progress=not args.quiet,
-                        checkpoint_every=args.checkpoint_every, resume=bool(args.resume))
+    try:
+        result = run_attack(env, agent, seed=args.seed, logdir=args.logdir, eval_every=args.eval_every,
+                            retrain_epochs=args.retrain_epochs, progress=not args.quiet,
+                            checkpoint_every=args.checkpoint_every, resume=bool(args.resume))
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+        print(_kept_after_interrupt(args, env.unwrapped.spent, env.unwrapped.budget, saved=False), file=sys.stderr)
+        raise
     print(format_summary(result))
     if args.logdir:
         print(f"\nlogs, figures and the transfer set are in {args.logdir}/ "
               f"(policy.png, accuracy.png, summary.json)\nwatch them with:  tensorboard --logdir {args.logdir}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    if result["interrupted"]:
+        print(_kept_after_interrupt(args, result["queries"], env.unwrapped.budget, saved=True), file=sys.stderr)
+        return INTERRUPTED
     return 0
+
+
+def _kept_after_interrupt(args, queries: int, budget: int, saved: bool) -> str:
+    """What an interrupted attack kept, and the exact command that resumes it."""
+    head = f"interrupted after {queries} of {budget} queries"
+    if args.checkpoint_every or args.resume:
+        return (f"{head}; every answer is journaled in {args.logdir}/journal.bin.\n"
+                f"resume with:  knockoff attack --resume {shlex.quote(str(args.logdir))}")
+    if args.logdir and saved:
+        return (f"{head}; the transfer set so far, the knockoff and summary.json are in {args.logdir}/, but this run "
+                "cannot be resumed — start attacks with --logdir DIR --checkpoint-every N to make them resumable")
+    return (f"{head}; nothing was kept{'' if args.logdir else ' (no --logdir)'} — start attacks with --logdir DIR "
+            "--checkpoint-every N to make them resumable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,12 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     from agents.sweep.commands import add_parser as add_sweep_commands
 
     parser = argparse.ArgumentParser(prog="knockoff", description="Knockoff Nets model stealing as a Gymnasium env")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of any error (anywhere on the line; or set KNOCKOFF_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("attack", help="run one attack to the budget and report the knockoff's accuracy")
     p.add_argument("--env", default="Knockoff-Digits-v0", help="registered env id (default: the embedded world)")
     p.add_argument("--agent", choices=AGENTS, default="adaptive")
     p.add_argument("--budget", type=int, help="queries to spend (default: the world's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--logdir", help="TensorBoard logs, PNG figures, transfer set and summary.json go here")
     p.add_argument("--eval-every", type=int, help="evaluate the online knockoff every N queries")
     p.add_argument("--retrain-epochs", type=int, default=0, help="retrain from scratch on the transfer set")
@@ -165,12 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; user errors end in one line and exit code 2, Ctrl-C in 130 (see cli_errors)."""
+    argv, debug = split_debug(sys.argv[1:] if argv is None else list(argv))
     try:
-        return args.func(args) or 0
-    except (ValueError, FileNotFoundError, ConnectionError) as err:  # bad input: a message, not a traceback
-        print(f"knockoff {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse's own usage errors (exit 2) and --help (exit 0)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    return run_command(args, debug)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import gymnasium as gym
 import torch
 
 from .architectures import ARCHS, RESNETS
+from .checkpoint import load_tensors
 from .data import VICTIM_DATASETS
 from .evaluation import evaluation_report
 from .hierarchy import CLUSTERED, CLUSTERS, build_hierarchy
@@ -222,8 +223,10 @@ def run_evaluate(args) -> None:
                                 f"`knockoff retrain {run_dir}` first")
     _, env = load_run(run_dir)
     model = env.unwrapped.knockoff.model
+    state = load_tensors(path, "a state dict of this run's knockoff", "give --model a file written by knockoff "
+                         "attack or knockoff retrain")
     try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as err:  # noqa: BLE001 - unreadable or mismatched weights are one user error
+        model.load_state_dict(state)
+    except Exception as err:  # noqa: BLE001 - mismatched weights are one user error
         raise ValueError(f"{path} is not a state dict of this run's knockoff: {err}") from err
     _report(run_dir, path, evaluate_model(env, model))

@@ -15,6 +15,7 @@ from torch.utils.data import Subset
 from .checkpoint import load_checkpoint, save_checkpoint, text_tensor
 from .compiled import compile_model, compile_option
 from .detectors import parse_detector
+from .fit import PROBE, check_eval_set, probe_knockoff, probe_victim
 from .knockoff import OnlineKnockoff, _batches, build_model, predict
 from .lookahead import build_lookahead
 from .offline import OfflineFit, fit_offline
@@ -208,10 +209,16 @@ class KnockoffEnv(gym.Env):
         self.knockoff = OnlineKnockoff(build_model(knockoff), self.device, knockoff_lr, knockoff_momentum,
                                        **self._precision)
 
-        if self.victim.num_classes is None:  # one probe query, not counted against the budget
-            self.victim(self.query_set.fetch(np.zeros(1, np.int64)))
-            self.victim.queries = 0
-        self.num_classes = int(self.victim.num_classes)
+        # one probe batch, not counted against the budget, checks that the parts fit (see .fit); an opaque
+        # victim (a callable: maybe remote, paid or rate-limited) is probed only when K must be learned
+        probe = self.query_set.fetch(np.arange(min(PROBE, len(self.query_set)))).to(self.device)
+        local = isinstance(self.victim.victim, nn.Module)
+        self.num_classes = probe_victim(self.victim, probe, "query_set") if local or self.victim.num_classes is None \
+            else int(self.victim.num_classes)
+        probe_knockoff(self.knockoff.model, probe, "query_set", self.num_classes)
+        if self.eval_set is not None:
+            check_eval_set(self.victim if local else None, self.knockoff.model, self.eval_set, self.num_classes,
+                           self.device)
         self.rewards = RewardFunction(self.reward_weights, self.num_classes, diversity_window, self.device,
                                       max_queries=self.budget)
         self.transfer_set = TransferSet(self.budget, self.num_classes)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .errors import ConfigError, WrongTypeError
 from .fetch import ImageFetcher
 from .validate import is_integer
 
@@ -30,15 +31,27 @@ def dataset_labels(dataset: Any) -> np.ndarray:
             return np.asarray(getattr(dataset, attr), dtype=np.int64)
     if hasattr(dataset, "samples"):
         return np.asarray([label for _, label in dataset.samples], dtype=np.int64)
-    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+    try:
+        return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+    except (TypeError, ValueError, IndexError, KeyError) as err:
+        raise ConfigError(f"cannot read integer labels from the {type(dataset).__name__} ({type(err).__name__}: {err})",
+                          "give a Dataset whose items are (image, integer label), or one with a `targets` "
+                          "attribute") from err
 
 
 def as_images_and_labels(data: Any, what: str) -> tuple[torch.Tensor | Dataset, np.ndarray]:
     """Accept ``(images tensor, labels)`` or a map-style Dataset of ``(image, label)``."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
-        images = torch.as_tensor(images)
-        labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64).reshape(-1)
+        try:
+            images, labels = torch.as_tensor(images), torch.as_tensor(labels).cpu().reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ConfigError(f"{what}: cannot read the images and labels as tensors ({err})",
+                              "give (float images tensor of shape (N, ...), N integer labels)") from err
+        if labels.is_floating_point() and not (torch.isfinite(labels).all() and (labels == labels.round()).all()):
+            raise ConfigError(f"{what}: labels must be integer ids (got {labels.dtype} values that are not whole "
+                              "numbers)", "give integer class ids, e.g. labels.long() of the right values")
+        labels = np.asarray(labels, dtype=np.int64)
         if images.ndim < 2 or images.shape[0] != labels.shape[0]:
             raise ValueError(f"{what}: images ({tuple(images.shape)}) and labels ({labels.shape[0]}) "
                              "must have one label per image")
@@ -46,10 +59,11 @@ def as_images_and_labels(data: Any, what: str) -> tuple[torch.Tensor | Dataset, 
             raise ValueError(f"{what}: images must be a float tensor (got {images.dtype}); "
                              "scale them to floats the models expect")
         return images, labels
-    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")
+                                     and not isinstance(data, (str, bytes, Mapping))):
         return data, dataset_labels(data)
-    raise TypeError(f"{what} must be (images tensor, labels) or a Dataset of (image, label), "
-                    f"got {type(data).__name__}")
+    raise WrongTypeError(f"{what} is a {type(data).__name__}",
+                         "give (images tensor, labels) or a Dataset of (image, label)")
 
 
 class QuerySet:
@@ -58,9 +72,8 @@ class QuerySet:
     Args:
         images: an (N, ...) float tensor, or a map-style Dataset of ``(image, label)``.
         labels: the N integer labels (taken from the dataset when ``images`` is one).
-        hierarchy: ``{coarse name: [label ids]}``; each label in exactly one node. Omitted:
-            a single coarse node ``"all"`` holding every label. A label listed here that has
-            no image is a valid but always-exhausted action.
+        hierarchy: ``{coarse name: [label ids]}``; each label in exactly one node and each
+            with at least one image. Omitted: a single coarse node ``"all"`` holding every label.
         label_names: optional ``{label id: name}`` for logs.
         fetch_workers, pin_memory: how images are gathered (see :class:`ImageFetcher`).
     """
@@ -78,6 +91,8 @@ class QuerySet:
         self.coarse_sizes = np.asarray(sizes, dtype=np.int64)
         self.coarse_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.coarse_of_label = np.repeat(np.arange(len(sizes)), sizes)
+        if label_names is not None and not isinstance(label_names, Mapping):
+            raise ConfigError(f"label_names={label_names!r} is not a mapping", "give {label id: name} or None")
         self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
         self.images = images
         self.fetch = ImageFetcher(images, fetch_workers, pin_memory)
@@ -117,6 +132,11 @@ class QuerySet:
         if missing.size:
             raise ValueError(f"query-set labels {missing[:10].tolist()}{'…' if missing.size > 10 else ''} "
                              "are in no coarse node of the hierarchy; add them to one")
+        imageless = np.setdiff1d(np.fromiter(seen, np.int64), labels)
+        if imageless.size:
+            named = ", ".join(f"{int(z)} (in {seen[int(z)]!r})" for z in imageless[:10])
+            raise ConfigError(f"hierarchy labels {named}{'…' if imageless.size > 10 else ''} have no images in "
+                              "the query set", "remove them from the hierarchy, or add their images to the query set")
         names = [str(n) for n in hierarchy]
         flat = np.asarray([int(z) for n in hierarchy for z in hierarchy[n]], dtype=np.int64)
         return names, flat

@@ -16,21 +16,39 @@ from torch import nn
 
 from .defences import Chain, Defence, Label, Rounded, TopK, parse_defence
 from .detectors import Detector, parse_detector
+from .errors import DeviceError, KnockoffError
 from .validate import is_integer
 
 OUTPUT_MODES = ("probs", "top_k", "rounded", "label")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to torch."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
+    """``"auto"`` picks CUDA when present, else the CPU; anything else must name a device torch
+    knows and this machine has (a :class:`~knockoff_env.errors.DeviceError` says which is not)."""
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    usage = "use 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'"
+    try:
+        resolved = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device={device!r} is not a device torch knows", usage) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+            raise DeviceError(f"device={str(device)!r} but this machine has no usable CUDA GPU (torch "
+                              f"{torch.__version__} is {build})", "use device 'auto' or 'cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(f"device={str(device)!r} but this machine has {count} CUDA GPU(s), "
+                              f"cuda:0…cuda:{count - 1}", usage)
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device={str(device)!r} but MPS (Apple GPU) is not available here", usage)
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device={str(device)!r}: the models run on the CPU, CUDA or MPS only", usage)
+    return resolved
 
 
-class VictimOutputError(ValueError):
+class VictimOutputError(KnockoffError, ValueError):
     """The victim answered with something that is not a probability vector of width K."""
 
 
@@ -91,6 +109,14 @@ class BlackBox:
             returns = "logits" if isinstance(victim, nn.Module) else "probs"
         if returns not in ("logits", "probs"):
             raise ValueError(f"returns={returns!r}: use 'logits' or 'probs'")
+        if output == "top_k" and (not is_integer(top_k) or top_k < 1):
+            raise ValueError(f"top_k={top_k!r} must be a positive integer")
+        if output == "rounded" and (not is_integer(decimals) or not 0 <= decimals <= MAX_DECIMALS):
+            raise ValueError(f"decimals={decimals!r} must be an integer from 0 to {MAX_DECIMALS} "
+                             "(float32 answers scaled by 10^decimals must not overflow)")
+        if num_classes is not None and (not is_integer(num_classes) or num_classes < 2):
+            raise ValueError(f"num_classes={num_classes!r} must be an integer ≥ 2, or None to read it from the "
+                             "victim's first answer")
         output_mode = {"probs": lambda: None, "top_k": lambda: TopK(top_k), "rounded": lambda: Rounded(decimals),
                        "label": Label}[output]()  # validates top_k / decimals
         if not is_integer(batch_size) or batch_size < 1:
@@ -106,7 +132,7 @@ class BlackBox:
         self.bf16, self.channels_last = bool(bf16), bool(channels_last)
         self.output, self.top_k, self.decimals = output, int(top_k), int(decimals)
         self.returns, self.batch_size, self.atol = returns, int(batch_size), atol
-        self.num_classes = num_classes
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.queries = 0
         self.defence: Chain = Chain(parse_defence(defence).defences + ([output_mode] if output_mode else []))
         self.defence.bind(victim, self.device)
@@ -150,17 +176,29 @@ class BlackBox:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             out = self.victim(images)
         if not isinstance(out, torch.Tensor):
-            out = torch.as_tensor(out)
+            try:
+                out = torch.as_tensor(out)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise VictimOutputError(f"the victim answered with a {type(out).__name__}, not numbers ({err})",
+                                        "make it return a tensor or array of shape (n_images, num_classes)") from None
+        if out.dtype == torch.bool or out.is_complex():
+            raise VictimOutputError(f"the victim answered with {out.dtype} values",
+                                    "make it return real-valued probabilities or logits")
         out = out.to(self.device, torch.float32)
         if out.ndim != 2 or out.shape[0] != images.shape[0]:
             raise VictimOutputError(
                 f"victim returned shape {tuple(out.shape)} for {images.shape[0]} images; "
                 "expected (n_images, num_classes)")
+        if out.shape[1] < 2:
+            raise VictimOutputError(f"the victim answered with {out.shape[1]} classes per image",
+                                    "a classifier's answer has one entry per class, at least 2")
         if self.num_classes is None:
             self.num_classes = out.shape[1]
         elif out.shape[1] != self.num_classes:
             raise VictimOutputError(
-                f"victim returned {out.shape[1]} classes, expected num_classes={self.num_classes}")
+                f"victim returned {out.shape[1]} classes, expected num_classes={self.num_classes}",
+                f"pass num_classes={out.shape[1]} (or leave it out), or the victim trained for "
+                f"{self.num_classes} classes")
         if (check_finite or self.returns == "probs") and not torch.isfinite(out).all():
             raise_not_finite()
         if self.returns == "logits":

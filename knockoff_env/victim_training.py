@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .architectures import build_arch
+from .checkpoint import load_tensors
 from .data import PAPER_VICTIMS, VICTIM_DATASETS, resolve_data_root, victim_data
 from .data.transforms import IMAGE_SIZE
 from .query_set import dataset_labels
@@ -84,10 +85,8 @@ def load_victim(path: str | Path, dataset: str | None = None, data_root=None) ->
             f"victim checkpoint {path} not found; train the victim with\n"
             f"  knockoff train-victim {name} --data-root {root} --out {path.parent}\n"
             "or pass victim_checkpoint=PATH to a checkpoint it wrote")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported, never trusted
-        raise ValueError(f"{path} is not a victim checkpoint torch.load(weights_only=True) can read: {err}") from err
+    checkpoint = load_tensors(path, "a victim checkpoint", "retrain the victim with knockoff train-victim, or "
+                              "pass victim_checkpoint=PATH to a checkpoint it wrote")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint \
             or any(k not in checkpoint for k in METADATA):
         raise ValueError(f"{path} is not a victim checkpoint: it needs state_dict and {list(METADATA)}; "

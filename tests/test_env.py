@@ -149,12 +149,10 @@ def test_bad_constructor_arguments_are_clear_errors(make_env, kwargs, message):
         make_env(**kwargs)
 
 
-def test_label_without_images_is_always_exhausted(make_env):
-    env = make_env(hierarchy={"a": [0, 1, 2], "b": [3, 4], "c": [5, 99]}, action_mode="flat")
-    _, info = env.reset(seed=0)
-    assert info["action_mask"][-1] == 0
-    _, _, _, _, info = env.step(6)
-    assert info["resolved"] and info["label"] == 5
+def test_label_without_images_is_an_error_naming_it(make_env):
+    # issue 15: a hierarchy label with no images used to be accepted silently as an always-exhausted action
+    with pytest.raises(ValueError, match=r"labels 99 \(in 'c'\) have no images in the query set — remove them"):
+        make_env(hierarchy={"a": [0, 1, 2], "b": [3, 4], "c": [5, 99]}, action_mode="flat")
 
 
 @pytest.mark.parametrize("answer, message", [

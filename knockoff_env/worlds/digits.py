@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sklearn.datasets import load_digits
 from torch import nn
 
+from ..checkpoint import load_tensors
 from ..env import KnockoffEnv
 from ..knockoff import predict
 
@@ -87,13 +88,13 @@ def load_digits_victim(path: str | Path | None = None) -> tuple[DigitsNet, float
     path = Path(path) if path is not None else cache_dir() / "digits_victim.pt"
     model = DigitsNet()
     if path.exists():
+        remedy = "delete it and it will be retrained"
+        checkpoint = load_tensors(path, "the cached digits victim", remedy)
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(checkpoint["state_dict"])
             return model.eval(), float(checkpoint["accuracy"])
-        except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted
-            raise ValueError(f"the cached digits victim {path} is unreadable ({err}); delete it and it "
-                             "will be retrained") from err
+        except Exception as err:  # noqa: BLE001 - a readable file of the wrong content is refused too
+            raise ValueError(f"{path} is not the cached digits victim ({type(err).__name__}: {err}) — {remedy}") from err
     model, accuracy = train_digits_victim()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -20,6 +20,7 @@ from .errors import DeviceError, KnockoffError
 from .validate import is_integer
 
 OUTPUT_MODES = ("probs", "top_k", "rounded", "label")
+MAX_DECIMALS = 30  # 10^30 × a probability stays finite in float32
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

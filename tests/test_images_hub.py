@@ -19,7 +19,7 @@ from knockoff_env.decode import DecodedImageFiles, Preprocess
 from knockoff_env.packed import PackedImages, pack
 from miniature import data_root  # noqa: F401
 
-SIDE, CLASSES = 12, 3
+SIDE, CLASSES = 12, 4  # four labels (a–d): the eval set's labels are the victim's classes
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from knockoff_env.data.common import class_folders
 from knockoff_env.data.transforms import query_transform
 from knockoff_env.lookahead import Lookahead
 
-SIDE, CLASSES = 12, 3
+SIDE, CLASSES = 12, 5  # five class folders: the eval set's labels are the victim's classes
 HIERARCHY = {"warm": [0, 1, 2], "cold": [3, 4]}
 
 

@@ -27,6 +27,7 @@ from knockoff_env.serve import VictimService, create_app, decode, encode, listen
 from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
 from conftest import LinearNet, tiny_world
+from miniature import cifar_without_checksums, data_root  # noqa: F401
 from test_durability_kill import journal_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,3 +258,23 @@ def test_custom_world_behind_a_rate_limit_with_a_local_copy_for_evaluation():
     _, outputs = env.transfer_set.view()
     assert ((outputs > 0).sum(1) <= 2).all()  # the server's output mode (top-2) reached the attacker
     assert result["victim_accuracy"] == env.evaluate()["victim_accuracy"]
+
+
+@pytest.mark.parametrize("env_id, options", [
+    ("Knockoff-Caltech256-v0", dict(query_set="d2", arch="resnet18", knockoff_init="scratch", image_size=64)),  # 64 px: a
+    # one-image step still leaves ResNet batch norm more than one value per channel
+    ("Knockoff-MNIST-v0", {})])
+def test_a_registered_world_attacks_its_victim_served_over_http(data_root, env_id, options):
+    local = gym.make(env_id, data_root=data_root, budget=12, device="cpu", **options).unwrapped
+    shape = tuple(local.query_set.fetch(np.zeros(1, np.int64)).shape[1:])
+    service = VictimService(local.victim, shape, max_batch=8)
+    with serving(service) as url:
+        env = gym.make(env_id, data_root=data_root, budget=12, device="cpu", victim=url,
+                       remote={"client_id": "world", "eval_via_endpoint": True}, **options)
+        world = env.unwrapped
+        assert world.num_classes == local.num_classes
+        assert type(world.knockoff.model) is type(local.knockoff.model)  # the architecture the world would use
+        result = run_attack(env, GradientBandit(env), seed=0, progress=False)
+    assert service.usage["world"]["charged"] == result["queries"] == 12
+    assert service.usage["world"]["eval"] == len(world.eval_set[1])
+    assert result["victim_accuracy"] == local.evaluate()["victim_accuracy"]  # the same victim, over HTTP

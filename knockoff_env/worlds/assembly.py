@@ -1,4 +1,4 @@
-"""Pieces every data-backed world shares: its hierarchy option and its default budget."""
+"""Pieces every data-backed world shares: its victim, its hierarchy option and its default budget."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,6 +7,28 @@ from pathlib import Path
 import numpy as np
 
 from ..hierarchy import load_hierarchy, validate_hierarchy
+from ..victim_training import DEFAULT_ARCH, default_checkpoint, load_victim
+
+
+def world_victim(victim_dataset: str, root: Path, checkpoint, options: dict) -> tuple:
+    """The world's victim and what the world needs to know of it (``num_classes``,
+    ``image_size``, ``arch``): the local checkpoint, or, when ``options["victim"]`` is the URL
+    of a served victim, a :class:`~knockoff_env.remote.RemoteVictim` described by its
+    ``/health`` (the knockoff then takes the dataset's default architecture unless ``arch``
+    is given). ``options`` are the env's; the victim and ``remote`` options are taken out."""
+    url = options.pop("victim", None)
+    if url is None:
+        options.pop("remote", None)
+        return load_victim(checkpoint or default_checkpoint(victim_dataset, root), victim_dataset, root)
+    if not isinstance(url, str):
+        raise TypeError(f"victim={url!r}: a registered world takes its own victim or the URL of a served one "
+                        "(`knockoff serve`); for any other victim build KnockoffEnv(victim=...) yourself")
+    from ..remote import RemoteVictim
+
+    output = {k: options[k] for k in ("output", "top_k", "decimals", "device") if k in options}
+    victim = RemoteVictim(url, **output, **dict(options.pop("remote", None) or {}))
+    return victim, {"num_classes": victim.num_classes, "image_size": victim.input_shape[-1],
+                    "arch": DEFAULT_ARCH[victim_dataset]}
 
 
 def resolve_hierarchy(hierarchy, labels: np.ndarray, auto_path: Path | None = None,

@@ -16,8 +16,7 @@ from ..data.transforms import IMAGE_SIZE
 from ..env import KnockoffEnv
 from ..hierarchy import default_hierarchy_path
 from ..query_set import dataset_labels
-from ..victim_training import default_checkpoint, load_victim
-from .assembly import default_budget, resolve_hierarchy
+from .assembly import default_budget, resolve_hierarchy, world_victim
 from .fast_images import fast_query_set
 
 QUERY_SETS = ("ilsvrc", "openimages", "d2")
@@ -38,7 +37,7 @@ def make_paper_env(victim_dataset: str, *, query_set: str = "ilsvrc", data_root=
         raise ValueError("tau_d/tau_k set the overlap of the semi-open world, a variant of D²; "
                          "use them with query_set='d2'")
     root = resolve_data_root(data_root)
-    victim, meta = load_victim(victim_checkpoint or default_checkpoint(victim_dataset, root), victim_dataset, root)
+    victim, meta = world_victim(victim_dataset, root, victim_checkpoint, kwargs)
     image_size = image_size or meta["image_size"] or IMAGE_SIZE
     eval_set = PAPER_VICTIMS[victim_dataset].load("test", root, image_size=image_size)
     if meta["num_classes"] != len(eval_set.classes):

@@ -14,8 +14,7 @@ from ..data import small_scale
 from ..data.common import resolve_data_root
 from ..env import KnockoffEnv
 from ..query_set import dataset_labels
-from ..victim_training import default_checkpoint, load_victim
-from .assembly import default_budget, resolve_hierarchy
+from .assembly import default_budget, resolve_hierarchy, world_victim
 
 # victim: its query sets (D.1), the first is the default; the victim's own data (P_V) is allowed too
 QUERY_SETS = {
@@ -38,7 +37,7 @@ def make_small_scale_env(victim_dataset: str, *, query_set: str | None = None, d
     if query_set not in allowed:
         raise ValueError(f"query_set={query_set!r}; the {victim_dataset} world takes one of {allowed}")
     root = resolve_data_root(data_root)
-    victim, meta = load_victim(victim_checkpoint or default_checkpoint(victim_dataset, root), victim_dataset, root)
+    victim, meta = world_victim(victim_dataset, root, victim_checkpoint, kwargs)
     family = small_scale.FAMILY[victim_dataset]
     eval_set = small_scale.load(victim_dataset, "test", root, download=download)
     images = small_scale.load(query_set, "train", root, family=family, download=download)

@@ -95,6 +95,8 @@ class RemoteVictim(BlackBox):
         self._paid = {"eval_queries": 0, "requests": 0, "retries": 0, "repeats": 0, "seconds_waiting": 0.0}
         health = self._health()
         self.input_shape, self.max_batch = tuple(health["input_shape"]), int(health["max_batch"])
+        self.server_detector = health.get("detector")  # the owner's monitor of this client, if any
+        self.server_alarm = self._http.get("/alarm").json()["detected_at"] if self.server_detector else None
         super().__init__(self._request, num_classes=int(health["num_classes"]), output=output, top_k=top_k,
                          decimals=decimals, returns="probs", device=device, batch_size=self.max_batch)
         self._offset = 0
@@ -150,6 +152,8 @@ class RemoteVictim(BlackBox):
                     time.sleep(self._backoff(attempt))
                     continue
                 if response.status_code == 200:
+                    if "x-detected-at" in response.headers:
+                        self.server_alarm = int(response.headers["x-detected-at"])
                     self._paid["repeats"] += response.headers.get("x-repeat") == "1"
                     return self._validate(response.content, request, n)
                 if response.status_code == 429:
@@ -193,6 +197,12 @@ class RemoteVictim(BlackBox):
             return max(0.0, float(response.headers["retry-after"]))
         except (KeyError, ValueError):
             return self._backoff(attempt)
+
+    def new_detector(self):
+        """The server's detector, as its answers report it (None when it runs none)."""
+        from .detectors.server import ServerAlarm
+
+        return ServerAlarm(self) if self.server_detector else None
 
     # --- evaluation, ledger ---------------------------------------------------------------
     def evaluation_model(self) -> nn.Module | Callable:

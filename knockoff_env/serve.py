@@ -16,6 +16,9 @@ Protocol (payloads are safetensors, a data format: no pickles, no JSON lists of 
   server keeps the last ``keep_answers`` answers); the same id with other images is 409.
 * ``GET /usage`` → ``{client: {"charged", "eval", "requests", "repeats"}}``: the server's
   own count of the queries it charged each client.
+* With a ``detector`` (``--detector prada``) the owner monitors each client's attack queries;
+  once it fires, every answer to that client carries ``X-Detected-At`` (the client's charged
+  queries at the alarm), and ``GET /alarm`` → ``{"detected_at"}`` tells a resumed client.
 
 Errors: 401 (missing or wrong key), 400 (a body that is not the images described above),
 409 (a reused request id), 413 (more than max_batch images), 429 with ``Retry-After``
@@ -27,6 +30,7 @@ against a real server (see :data:`FAULTS`).
 """
 import argparse
 import asyncio
+import copy
 import hashlib
 import hmac
 import json
@@ -41,6 +45,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from .detectors import Detector, parse_detector
 from .victim import BlackBox
 
 FORMAT = "safetensors"
@@ -98,7 +103,8 @@ class VictimService:
 
     def __init__(self, blackbox: BlackBox, input_shape: Sequence[int], *, max_batch: int = 256,
                  api_key: str | None = None, rate_limit: float | None = None, keep_answers: int = 4096,
-                 faults: Mapping[str, Mapping[int, str]] | None = None, fault_delay: float = FAULT_DELAY):
+                 faults: Mapping[str, Mapping[int, str]] | None = None, fault_delay: float = FAULT_DELAY,
+                 detector: str | Detector | None = None):
         if max_batch < 1 or keep_answers < 1:
             raise ValueError("max_batch and keep_answers must be positive")
         if rate_limit is not None and rate_limit <= 0:
@@ -116,6 +122,10 @@ class VictimService:
         self.answers: OrderedDict[tuple[str, str], tuple[str, bytes]] = OrderedDict()
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()  # the victim and the counts, across the threadpool
+        template = parse_detector(detector)  # a bad spec is refused before serving
+        self.detector = None if template is None else template.spec()
+        self._template = template  # the owner's monitor: a copy per client, over its attack queries
+        self.monitors: dict[str, Detector] = {}
 
     @property
     def requires_key(self) -> bool:
@@ -143,6 +153,11 @@ class VictimService:
                                     "use a new id for a new query")
         self.count(client)["repeats"] += 1
         return stored[1]
+
+    def alarm(self, client: str) -> int | None:
+        """The client's attack queries counted when the owner's detector raised its alarm."""
+        monitor = self.monitors.get(client)
+        return None if monitor is None else monitor.alarm_at
 
     def wait_needed(self, client: str, n: int) -> float:
         """Seconds until ``client`` may send ``n`` more queries (token bucket); 0 takes them now."""
@@ -182,6 +197,10 @@ class VictimService:
             probs = self.blackbox(images).detach().cpu().numpy()
             body = encode("probs", probs)
             self.count(client)["charged" if purpose == "attack" else "eval"] += len(probs)
+            if purpose == "attack" and self._template is not None:
+                monitor = self.monitors.setdefault(client, copy.deepcopy(self._template))
+                if monitor.alarm_at is None:
+                    monitor.observe(images, torch.from_numpy(probs))
             self.answers[(client, request_id)] = (digest, body)
             while len(self.answers) > self.keep:
                 self.answers.popitem(last=False)
@@ -203,7 +222,8 @@ def create_app(service: VictimService, *, info: Mapping | None = None):
     app = FastAPI(title="knockoff victim", description="A black-box victim classifier, answering per query.")
     health = {"status": "ok", "num_classes": service.blackbox.num_classes, "input_shape": list(service.input_shape),
               "max_batch": service.max_batch, "format": FORMAT, "output": service.blackbox.output,
-              "auth": service.requires_key, "rate_limit": service.rate, **(info or {})}
+              "auth": service.requires_key, "rate_limit": service.rate, "detector": service.detector,
+              **(info or {})}
 
     @app.exception_handler(ServiceError)
     async def _error(_request, err: ServiceError):
@@ -227,6 +247,11 @@ def create_app(service: VictimService, *, info: Mapping | None = None):
     async def get_usage(request: Request):
         check_key(request)
         return service.usage
+
+    @app.get("/alarm")
+    async def get_alarm(request: Request):
+        check_key(request)
+        return {"detected_at": service.alarm(client_of(request))}
 
     @app.post("/query")
     async def query(request: Request):
@@ -264,6 +289,8 @@ def create_app(service: VictimService, *, info: Mapping | None = None):
             from .remote import decode_answer  # noqa: PLC0415 - the same decoder the client uses
             probs = decode_answer(answer)
             answer = encode("probs", np.concatenate([probs, np.zeros((len(probs), 1), np.float32)], 1))
+        if service.alarm(client) is not None:
+            headers["X-Detected-At"] = str(service.alarm(client))
         return Response(answer, media_type="application/octet-stream", headers=headers)
 
     return app
@@ -300,6 +327,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda…")
     p.add_argument("--defence", help="applied to every answer before it leaves the server, as for "
                                      "`knockoff attack --defence`, e.g. mad:eps=0.5")
+    p.add_argument("--detector", help="the owner's monitor of each client's queries, e.g. prada; answers carry "
+                                      "X-Detected-At once it fires (the attacking env ends or flags the episode)")
     p.add_argument("--victim-checkpoint", help="serve this checkpoint of `knockoff train-victim` instead of --env")
     p.add_argument("--input-shape", help="C,H,W of the checkpoint's images (default: 3,S,S; 1,S,S for MNIST)")
     p.add_argument("--host", default="127.0.0.1")
@@ -357,7 +386,7 @@ def serve(args) -> int:
     blackbox, shape, info = world_victim(args)
     service = VictimService(blackbox, shape, max_batch=args.max_batch, api_key=key, rate_limit=args.rate_limit,
                             keep_answers=args.keep_answers, faults=parse_faults(args.inject_faults),
-                            fault_delay=args.fault_delay)
+                            fault_delay=args.fault_delay, detector=args.detector)
     app = create_app(service, info=info)
     sock = listening_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]

@@ -22,7 +22,8 @@ import knockoff_env  # noqa: F401
 from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.journal import Journal, TEAR_ENV
-from knockoff_env.remote import RemoteEvaluationError, RemoteVictimError
+from knockoff_env.detectors import Detector
+from knockoff_env.remote import RemoteEvaluationError, RemoteVictim, RemoteVictimError
 from knockoff_env.serve import VictimService, create_app, decode, encode, listening_socket
 from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
@@ -278,3 +279,41 @@ def test_a_registered_world_attacks_its_victim_served_over_http(data_root, env_i
     assert service.usage["world"]["charged"] == result["queries"] == 12
     assert service.usage["world"]["eval"] == len(world.eval_set[1])
     assert result["victim_accuracy"] == local.evaluate()["victim_accuracy"]  # the same victim, over HTTP
+
+
+class AlarmAt(Detector):
+    """A monitor that fires at a query known in advance, so the test knows where the alarm is."""
+
+    name = "alarm_at"
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def observe(self, images, answers):
+        if self.alarm_at is None and self.seen + len(answers) >= self.at:
+            index, self.alarm_at, self.seen = self.at - self.seen - 1, self.at, self.at
+            return index
+        self.seen += len(answers)
+        return None
+
+    def _params(self):
+        return {"at": self.at}
+
+
+@pytest.mark.parametrize("on_detection", ["terminate", "flag"])
+def test_the_servers_detector_ends_or_flags_the_attack(on_detection):
+    (x, y), victim, hierarchy = tiny_world(per_label=8)
+    service = VictimService(BlackBox(victim, device="cpu"), (6,), max_batch=8, detector=AlarmAt(10))
+    with serving(service) as url:
+        env = KnockoffEnv(victim=url, query_set=(x, y), hierarchy=hierarchy, knockoff=lambda: LinearNet(),
+                          budget=30, device="cpu", on_detection=on_detection, remote={"client_id": "watched"})
+        result = run_attack(env, GradientBandit(env), seed=0, progress=False)
+        assert RemoteVictim(url, client_id="watched").server_alarm == 10  # what a resumed run learns first
+        assert RemoteVictim(url, client_id="unwatched").server_alarm is None  # one monitor per client
+    assert result["detector"] == "server:alarm_at:at=10" and result["detected_at"] == 10
+    if on_detection == "terminate":  # the third request (queries 9–12) raised it; the attack keeps 10
+        assert result["queries"] == len(env.unwrapped.transfer_set) == 10
+        assert service.usage["watched"]["charged"] == 12
+    else:
+        assert result["queries"] == service.usage["watched"]["charged"] == 30

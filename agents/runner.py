@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from knockoff_env.errors import ConfigError
 from knockoff_env.lookahead import hint_from
 from knockoff_env.validate import is_integer
 
@@ -58,6 +59,9 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     start = time.perf_counter()
     if not is_integer(seed) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    if eval_every is not None and (not is_integer(eval_every) or eval_every < 0):
+        raise ConfigError(f"eval_every={eval_every!r} is not a number of queries",
+                          "give a positive number, or 0 / None to evaluate only at the end")
     if (checkpoint_every or resume) and not logdir:
         raise ValueError("checkpoint_every/resume need logdir, the run directory for the journal and checkpoints")
     durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None

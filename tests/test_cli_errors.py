@@ -36,6 +36,11 @@ def cli(capsys, *argv) -> tuple[int, str]:
 ATTACK = ("attack", "--quiet", "--budget", "8")
 
 
+def test_a_negative_evaluation_interval_is_a_clear_error(capsys):
+    code, err = cli(capsys, *ATTACK, "--eval-every", "-3")
+    assert code == 2 and ERROR_LINE.match(err) and "eval_every=-3" in err
+
+
 def test_unknown_env_id_lists_the_knockoff_ids_and_the_closest(capsys):
     code, err = cli(capsys, *ATTACK, "--env", "Knockoff-Digitz-v0")
     assert code == 2 and ERROR_LINE.match(err) and "Traceback" not in err

@@ -86,8 +86,7 @@ def main() -> None:
               "test agreement (truth)", "mean |estimate − truth|", "ms / epoch"]
     command = f"python -m benchmarks.offline --budget {args.budget} --seeds {args.seeds} --worlds {args.worlds}"
     body = (f"`{command}` — "
-            f"{machine()}; CPU, 1 torch thread, {time.perf_counter() - started:.0f} s in all; measured on a shared "
-            "machine under load, so ms / epoch compare only within this table.\n\n"
+            f"{machine()}; CPU, 1 torch thread, {time.perf_counter() - started:.0f} s in all.\n\n"
             "Worlds: `digits` is `Knockoff-Digits-v0` (batch-normalised CNN); `scratch` is the no-batch-norm "
             "world of `tests/scratch_world.py`. The paper rows retrain the transfer set of an attack played with "
             "`recipe=\"paper\"` (online lr 0.0005); the defaults row is "

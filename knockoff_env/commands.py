@@ -14,7 +14,6 @@ scores a saved knockoff. Evaluations are printed and written to
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from pathlib import Path
 
@@ -106,18 +105,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def _clear_errors(command):
-    """Expected failures (missing data, bad input) end the command with their message, not a traceback."""
-    @functools.wraps(command)
-    def run(args):
-        try:
-            return command(args)
-        except (FileNotFoundError, ValueError) as err:
-            raise SystemExit(f"knockoff: error: {err}") from err
-    return run
-
-
-@_clear_errors
 def run_train_victim(args) -> None:
     result = train_victim(args.dataset, args.data_root, args.out, arch=args.arch, pretrained=args.pretrained,
                           epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
@@ -128,7 +115,6 @@ def run_train_victim(args) -> None:
           f"at epoch {result['epoch']} -> {result['path']}")
 
 
-@_clear_errors
 def run_build_hierarchy(args) -> None:
     path = build_hierarchy(args.dataset, args.data_root, clusters=args.clusters, out=args.out, arch=args.arch,
                            pretrained=args.pretrained, image_size=args.image_size, per_class=args.per_class,
@@ -193,7 +179,6 @@ def _report(run_dir: Path, model_path: Path, report: dict) -> None:
           f"({report['seen_classes']} classes), unseen {unseen} ({report['unseen_classes']} classes) -> {out}")
 
 
-@_clear_errors
 def run_retrain(args) -> None:
     config, env = load_run(args.run_dir)
     if len(env.unwrapped.transfer_set) == 0:
@@ -213,7 +198,6 @@ def run_retrain(args) -> None:
         _report(Path(args.run_dir), path, evaluate_model(env, fit.model))
 
 
-@_clear_errors
 def run_evaluate(args) -> None:
     run_dir = _config_path(args.run_dir).parent
     path = args.model or next((p for p in (run_dir / "knockoff_retrained.pt", run_dir / "knockoff.pt")

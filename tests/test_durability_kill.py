@@ -34,7 +34,7 @@ def journal_steps(path: Path) -> int:
 
 def kill_at(proc: subprocess.Popen, journal: Path, steps: int) -> None:
     """SIGKILL ``proc`` once its journal holds ``steps`` records."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while journal_steps(journal) < steps and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     assert proc.poll() is None, f"the attack ended before step {steps}: {proc.stdout.read().decode()}"

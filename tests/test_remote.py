@@ -29,7 +29,7 @@ from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
 from conftest import LinearNet, tiny_world
 from miniature import cifar_without_checksums, data_root  # noqa: F401
-from test_durability_kill import journal_steps
+from test_durability_kill import kill_at
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "s3cret-test-key-9f2"
@@ -174,15 +174,6 @@ def cli(*args, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", "attack", *args], cwd=ROOT,
                             env={**os.environ, "KNOCKOFF_API_KEY": KEY, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def kill_at(proc: subprocess.Popen, journal: Path, steps: int) -> None:
-    deadline = time.monotonic() + 300
-    while journal_steps(journal) < steps and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, f"the attack ended before step {steps}: {proc.stdout.read().decode()}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
 
 
 def test_sigkill_and_resume_against_the_server(server, tmp_path):

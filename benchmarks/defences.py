@@ -22,9 +22,9 @@ import torch
 
 import knockoff_env  # noqa: F401  (registers the ids)
 from agents import make_agent, run_attack
-from knockoff_env.cli import _env_arg
-from knockoff_env.detectors import PRADA
-from knockoff_env.knockoff import _batches
+from agents.cli.options import key_value
+from knockoff_env.victim.detectors import PRADA
+from knockoff_env.training.online import batches
 
 from .results import machine, table, write_section
 
@@ -42,7 +42,7 @@ def query_l1(core) -> float:
     """Mean L1 between the answers the attacker got (transfer set) and the victim's true ones."""
     indices, outputs = core.transfer_set.view()
     images = core.query_set.fetch(indices)
-    true = torch.cat([core.victim.true_and_defended(x)[0].cpu() for (x,) in _batches((images,), 256)])
+    true = torch.cat([core.victim.true_and_defended(x)[0].cpu() for (x,) in batches((images,), 256)])
     return float(np.abs(outputs - true.numpy()).sum(1).mean())
 
 
@@ -60,7 +60,7 @@ def benign_alarm(env_id: str, options: dict) -> tuple[int | None, int]:
     detector = PRADA(device=core.device)
     data, labels = core.eval_set
     eval_data = (data, torch.from_numpy(labels)) if isinstance(data, torch.Tensor) else data
-    for x, *_ in _batches(eval_data, 4):
+    for x, *_ in batches(eval_data, 4):
         answers = core.victim.true_and_defended(x)[1]
         if detector.observe(x.to(core.device), answers) is not None:
             return detector.alarm_at, detector.seen
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="offline retraining epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--defences", nargs="+", default=DEFENCES)
-    parser.add_argument("--env-arg", type=_env_arg, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--env-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     base = dict(args.env_arg)

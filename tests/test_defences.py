@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from knockoff_env import BlackBox
-from knockoff_env.defences import (MAD, AdaptiveMisinformation, Chain, Noise, ReverseSigmoid, TopK, parse_defence)
+from knockoff_env.victim.defences import (MAD, AdaptiveMisinformation, Chain, Noise, ReverseSigmoid, TopK, parse_defence)
 
 from conftest import LinearNet
 

@@ -23,8 +23,8 @@ import torch
 import knockoff_env  # noqa: F401  (registers the ids)
 from agents import make_agent, run_attack
 from agents.cli.options import key_value
-from knockoff_env.victim.detectors import PRADA
 from knockoff_env.training.online import batches
+from knockoff_env.victim.detectors import PRADA
 
 from .results import machine, table, write_section
 

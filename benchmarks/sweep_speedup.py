@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 
 from agents.sweep import load_spec, plot_sweep, run_sweep
-from agents.sweep.execution import trial_dir
 from agents.sweep.results import write_results
-from agents.sweep.trial import run_trial
+from agents.sweep.trial import run_trial, trial_dir
 
 
 def main():

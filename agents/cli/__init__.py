@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import attack, build_hierarchy, evaluate, pack, plot, retrain, serve, sweep, train_victim
+from . import attack, build_hierarchy, evaluate, keys, pack, plot, retrain, serve, sweep, train_victim
 from .errors import run_command, split_debug
 
-SUBCOMMANDS = (attack, train_victim, build_hierarchy, retrain, evaluate, pack, serve, sweep, plot)
+SUBCOMMANDS = (attack, train_victim, build_hierarchy, retrain, evaluate, pack, serve, keys, sweep, plot)
 
 
 def build_parser() -> argparse.ArgumentParser:

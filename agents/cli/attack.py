@@ -7,6 +7,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from knockoff_env.errors import KnockoffError
+from knockoff_env.victim.remote import RemoteUnavailableError
+
 from .. import AGENTS, format_summary, make_agent, run_attack
 from .errors import INTERRUPTED
 from .options import OUTPUT_MODES, key_value, seed
@@ -47,7 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="any other env option, e.g. --env-arg data_root=~/data (repeatable)")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="journal every query into --logdir and checkpoint every N steps (resumable)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted attack in RUN_DIR")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted attack in RUN_DIR (with "
+                                                         "--victim-url: its server moved there)")
     p.add_argument("--victim-url", metavar="URL", help="attack the victim served at URL (`knockoff serve`); the "
                                                        "API key, if any, is read from $KNOCKOFF_API_KEY")
     p.add_argument("--eval-via-endpoint", action="store_true",
@@ -96,11 +100,16 @@ def durable_args(args, parser: argparse.ArgumentParser):
             raise ValueError(f"{path} is damaged ({err}) — restore it, or start a new run: the options of a "
                              "durable run are read back from it") from None
         defaults = vars(parser.parse_args([]))
-        clash = [k for k, v in saved.items() if k in vars(args) and k != "logdir"
+        moved = args.victim_url if args.victim_url and saved.get("victim_url") else None  # the server moved
+        free = ("logdir", "victim_url") if moved else ("logdir",)
+        clash = [k for k, v in saved.items() if k in vars(args) and k not in free
                  and getattr(args, k) not in (defaults.get(k), v) and list(getattr(args, k) or []) != v]
         if clash:
             raise ValueError(f"--resume continues the run as it was started; drop or fix {clash} "
                              f"(saved: {({k: saved[k] for k in clash})})")
+        if moved:  # later resumes find the server where it is now
+            saved["victim_url"] = moved
+            _write_args(Path(args.resume), saved)
         saved["env_arg"] = [tuple(kv) for kv in saved["env_arg"]]
         saved["remote_arg"] = [tuple(kv) for kv in saved.get("remote_arg", [])]
         return argparse.Namespace(**{**vars(args), **saved, "logdir": args.resume})
@@ -109,11 +118,15 @@ def durable_args(args, parser: argparse.ArgumentParser):
             raise ValueError("--checkpoint-every needs --logdir RUN_DIR: the journal and checkpoints go there")
         run_dir = Path(args.logdir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        keep = {k: v for k, v in vars(args).items() if k not in ("func", "parser", "resume", "json", "quiet")}
-        tmp = run_dir / (RUN_ARGS + ".tmp")
-        tmp.write_text(json.dumps(keep, indent=2))
-        tmp.replace(run_dir / RUN_ARGS)
+        _write_args(run_dir, {k: v for k, v in vars(args).items() if k not in ("func", "parser", "resume", "json",
+                                                                                 "quiet")})
     return args
+
+
+def _write_args(run_dir: Path, options: dict) -> None:
+    tmp = run_dir / (RUN_ARGS + ".tmp")
+    tmp.write_text(json.dumps(options, indent=2))
+    tmp.replace(run_dir / RUN_ARGS)
 
 
 def make_env_and_agent(args):
@@ -146,6 +159,8 @@ def attack(args) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         print(_kept_after_interrupt(args, env.unwrapped.spent, env.unwrapped.budget, saved=False), file=sys.stderr)
         raise
+    except RemoteUnavailableError as err:  # the server stayed down: say how to go on once it is back
+        raise KnockoffError(err.what, _resume_hint(args)) from err
     print(format_summary(result))
     if args.logdir:
         print(f"\nlogs, figures and the transfer set are in {args.logdir}/ "
@@ -156,6 +171,16 @@ def attack(args) -> int:
         print(_kept_after_interrupt(args, result["queries"], env.unwrapped.budget, saved=True), file=sys.stderr)
         return INTERRUPTED
     return 0
+
+
+def _resume_hint(args) -> str:
+    """What a remote attack whose server stayed down kept, and the command that resumes it."""
+    if args.checkpoint_every or args.resume:
+        return (f"every answer paid for is journaled in {args.logdir}/journal.bin; once the server answers again, "
+                f"resume with:  knockoff attack --resume {shlex.quote(str(args.logdir))}  "
+                "(add --victim-url URL if it moved)")
+    return ("this run kept no journal, so it cannot be resumed — start attacks with --logdir DIR --checkpoint-every N "
+            "to make them resumable")
 
 
 def _kept_after_interrupt(args, queries: int, budget: int, saved: bool) -> str:

@@ -40,6 +40,7 @@ from knockoff_env.durability.run_dir import is_json
 
 JOURNAL, CHECKPOINT, CURVE = "journal.bin", "checkpoint.pt", "accuracy_curve.jsonl"
 AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step")
+REMOTE = "served victim"  # a victim URL in a run's configuration: where it is served is not part of the attack
 
 
 def run_config(env, agent, seed: int) -> dict:
@@ -47,6 +48,8 @@ def run_config(env, agent, seed: int) -> dict:
     core = env.unwrapped
     spec = getattr(env, "spec", None) or getattr(core, "spec", None)
     kwargs = {k: v for k, v in (spec.kwargs if spec else {}).items() if is_json(v)}
+    if isinstance(kwargs.get("victim"), str) and "://" in kwargs["victim"]:
+        kwargs["victim"] = REMOTE  # the attack does not change when its server moves (`--resume --victim-url`)
     return {**core.durable_config(), "env_id": spec.id if spec else None, "env_kwargs": kwargs,
             "agent": type(agent).__name__, "seed": seed,
             "agent_options": {k: getattr(agent, k) for k in AGENT_OPTIONS if hasattr(agent, k)}}

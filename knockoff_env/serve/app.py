@@ -128,9 +128,10 @@ def server(app, limits: Limits | None = None):
     import uvicorn
 
     limits = limits or app.state.limits
-    return uvicorn.Server(uvicorn.Config(
+    return uvicorn.Server(uvicorn.Config(  # proxy_headers=False: uvicorn would take X-Forwarded-For from loopback
         app, log_level="warning", http=protocol(limits.header_timeout), timeout_keep_alive=limits.keep_alive,
-        h11_max_incomplete_event_size=limits.max_header_bytes, limit_concurrency=limits.max_connections))
+        h11_max_incomplete_event_size=limits.max_header_bytes, limit_concurrency=limits.max_connections,
+        proxy_headers=False, server_header=False))
 
 
 def serve_forever(app, sock: socket.socket) -> None:

@@ -175,6 +175,10 @@ def test_clients_that_stall_are_dropped(served):
     host, port = served.url.split("//")[1].split(":")
     stalls = {"nothing": b"", "mid-headers": b"POST /query HTTP/1.1\r\nHost: x\r\nX-Req",
               "mid-body": b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"}
+    oversized = socket.create_connection((host, int(port)), timeout=10)  # headers beyond max_header_bytes
+    oversized.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 32768)
+    assert oversized.recv(4096).startswith(b"HTTP/1.1 400 ")
+    oversized.close()
     sockets = {}
     for name, sent in stalls.items():
         for i in range(5):

@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate through the remote victim (counted apart from the attack's queries)")
     p.add_argument("--price-per-query", type=float, help="a remote query's price, for the cost in the summary")
     p.add_argument("--remote-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="a RemoteVictim option: client_id, timeout, retries, backoff, api_key_env… (repeatable)")
+                   help="a RemoteVictim option: timeout, retries, backoff, max_wait, api_key_env… (repeatable)")
     p.add_argument("--json", help="also write the summary to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=attack, parser=p)
@@ -179,8 +179,8 @@ def _resume_hint(args) -> str:
         return (f"every answer paid for is journaled in {args.logdir}/journal.bin; once the server answers again, "
                 f"resume with:  knockoff attack --resume {shlex.quote(str(args.logdir))}  "
                 "(add --victim-url URL if it moved)")
-    return ("this run kept no journal, so it cannot be resumed — start attacks with --logdir DIR --checkpoint-every N "
-            "to make them resumable")
+    return ("this run kept no journal, so it cannot be resumed — start attacks with --logdir DIR "
+            "--checkpoint-every N to make them resumable")
 
 
 def _kept_after_interrupt(args, queries: int, budget: int, saved: bool) -> str:

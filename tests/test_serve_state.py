@@ -172,3 +172,22 @@ def test_a_store_is_one_sqlite_database_in_wal_mode(tmp_path):
     (tmp_path / "other" / "state.db").write_bytes(b"not a database, but 100 bytes long " * 3)
     with pytest.raises(ValueError, match="not a knockoff serve state database"):
         StateStore(tmp_path / "other")
+
+
+def test_a_prada_state_restored_from_the_database_goes_on_exactly_as_the_live_one():
+    from knockoff_env.serve.monitors import pack_state, unpack_state
+    from knockoff_env.victim.detectors import PRADA
+
+    rng = np.random.default_rng(0)
+    batches = [torch.from_numpy(rng.random((4, 1, 8, 8), np.float32)) for _ in range(30)]
+    answers = [torch.softmax(torch.from_numpy(rng.normal(size=(4, 3)).astype(np.float32)), 1) for _ in range(30)]
+    live = PRADA(delta=0.99, min_distances=45)  # tests from the 45th distance on: after the restore
+    for x, y in zip(batches[:10], answers[:10]):
+        live.observe(x, y)
+    assert live.alarm_at is None and live.seen == 40
+    restored = PRADA(delta=0.99, min_distances=45)
+    restored.load_state_dict(unpack_state(pack_state(live.state_dict())))
+    for x, y in zip(batches[10:], answers[10:]):
+        assert live.observe(x, y) == restored.observe(x, y)
+    assert live.alarm_at == restored.alarm_at is not None and live.seen == restored.seen
+    assert live.distances == restored.distances and live.statistic() == restored.statistic()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -167,7 +168,7 @@ class VictimService:
             wait = 0.0 if self.buckets is None else self.buckets.wait(client, len(images))
             if wait > 0:
                 raise ServiceError(429, f"over the rate limit of {self.rate:g} queries per second",
-                                   {"Retry-After": f"{wait:.3f}"})
+                                   {"Retry-After": str(max(1, math.ceil(wait)))})  # whole seconds (RFC 9110)
             answer = self.answer(client, request_id, images_digest, images, purpose)
         if fault == "die":
             os.kill(os.getpid(), signal.SIGKILL)

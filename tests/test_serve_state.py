@@ -1,5 +1,6 @@
 """The served victim's state in its database: what a new server on the same state finds, and
 memory bounded per client and in total (detectors, stored answers, anonymous addresses)."""
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -191,3 +192,18 @@ def test_a_prada_state_restored_from_the_database_goes_on_exactly_as_the_live_on
         assert live.observe(x, y) == restored.observe(x, y)
     assert live.alarm_at == restored.alarm_at is not None and live.seen == restored.seen
     assert live.distances == restored.distances and live.statistic() == restored.statistic()
+
+
+def test_key_and_client_mistakes_are_one_clear_line(capsys, tmp_path):
+    from agents.cli import main
+
+    line = r"^knockoff [\w-]+: error: .+ — .+$"
+    assert main(["keys", "list", "--state", str(tmp_path / "nowhere")]) == 2
+    assert re.match(line, err := capsys.readouterr().err.strip()) and "state.db not found" in err
+    assert main(["keys", "add", "bad name!", "--state", str(tmp_path)]) == 2
+    assert re.match(line, err := capsys.readouterr().err.strip()) and "not a client name" in err
+    assert main(["keys", "revoke", "nobody", "--state", str(tmp_path)]) == 2
+    assert "no active key named 'nobody'" in capsys.readouterr().err
+    assert main(["attack", "--quiet", "--budget", "8", "--victim-url", "http://127.0.0.1:9",
+                 "--remote-arg", "client_id=me"]) == 2
+    assert re.match(line, err := capsys.readouterr().err.strip()) and "drop client_id" in err

@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def keys(args) -> int:
     if args.action != "add" and not (Path(args.state) / DATABASE).exists():
-        raise FileNotFoundError(f"{Path(args.state) / DATABASE} not found: --state names the folder given to "
+        raise FileNotFoundError(f"{Path(args.state) / DATABASE} not found — --state names the folder given to "
                                 "`knockoff serve --state DIR` (or to `knockoff keys add`), which holds state.db")
     store = StateStore(args.state)
     try:

@@ -41,8 +41,8 @@ def digest(token: str) -> str:
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ValueError(f"key name {name!r}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
-                         "or digit (it names the client in /usage and in alarms)")
+        raise ValueError(f"key name {name!r} is not a client name — use 1 to 64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit (it names the client in /usage and in alarms)")
     return name
 
 

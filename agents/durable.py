@@ -23,7 +23,8 @@ The gap between a paid answer and its durable record is the write itself. A kill
 it loses that step's record, and the resumed run queries its images again: an in-process
 victim simply answers again; a remote victim (:mod:`knockoff_env.remote`) gets the same
 request id (derived from the journal's run id, the queries paid before and the images), so
-the server answers it from memory without charging it twice.
+the server answers it from its kept answers (which `--state DIR` keeps across a server restart)
+without charging it twice.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ import sys
 
 import httpx
 import numpy as np
+import pytest
 
 from knockoff_env.durability.journal import Journal
 from knockoff_env.serve import StateStore, issue_key
@@ -45,6 +46,7 @@ def own(url: str, key: str, path: str) -> dict:
     return httpx.get(f"{url}/{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
 
 
+@pytest.mark.slow
 def test_three_server_kills_during_an_attack_lose_nothing(tmp_path):
     load_digits_victim()
     state, run = tmp_path / "state", tmp_path / "run"

@@ -17,7 +17,7 @@ read from the environment variable ``api_key_env``, never logged, printed or sav
 it knows the client by is :attr:`RemoteVictim.client` (``GET /whoami``).
 
 Request ids make every paid query count once. A retry reuses its request's id, and the
-server answers a repeated id from memory without charging it again. Ids are derived from
+server answers a repeated id from its kept answers without charging it again. Ids are derived from
 the run's id (``run_id``, which a durable run keeps in its journal), the number of queries
 paid before the request and the images' digest: a resumed run that re-sends the request
 whose answer it paid for but never journaled sends the same id, and gets the answer free.

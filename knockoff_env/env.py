@@ -15,6 +15,7 @@ from torch.utils.data import Subset
 from .checkpoint import load_checkpoint, save_checkpoint, text_tensor
 from .compiled import compile_model, compile_option
 from .detectors import parse_detector
+from .evaluation import evaluation_report
 from .fit import PROBE, check_eval_set, probe_knockoff, probe_victim
 from .knockoff import OnlineKnockoff, _batches, build_model, predict
 from .lookahead import build_lookahead
@@ -453,23 +454,21 @@ class KnockoffEnv(gym.Env):
                            holdout=holdout, seed=seed, progress=progress, workers=workers, on_epoch=on_epoch,
                            warn=warn, **self._precision, **overrides)
 
-    def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
+    def evaluate(self, model: nn.Module | None = None) -> dict:
         """Top-1 accuracy of the knockoff (or ``model``) and the victim on the eval set,
-        their ratio (the paper's "×victim"), the knockoff's agreement with the victim, and the
-        defence's cost: ``victim_accuracy_defended`` (top-1 of the defended answers) and
-        ``defence_l1`` (mean L1 distance between defended and true answers)."""
+        their ratio (the paper's "×victim"), the knockoff's agreement with the victim, the
+        per-class accuracy on classes seen / unseen in the transfer set (supplement D.2; see
+        :func:`~knockoff_env.evaluation.evaluation_report`), and the defence's cost:
+        ``victim_accuracy_defended`` (top-1 of the defended answers) and ``defence_l1`` (mean
+        L1 distance between defended and true answers)."""
         if self.eval_set is None:
             raise RuntimeError("no eval_set was given; pass eval_set=(images, labels) or a Dataset")
         data, labels = self.eval_set
         eval_data = (data, torch.from_numpy(labels)) if isinstance(data, torch.Tensor) else data
         victim_pred = self._victim_predictions(eval_data)
         knockoff_pred = predict(model or self.knockoff.model, eval_data, self.device)
-        victim_accuracy = float((victim_pred == labels).mean())
-        knockoff_accuracy = float((knockoff_pred == labels).mean())
-        return {"knockoff_accuracy": knockoff_accuracy, "victim_accuracy": victim_accuracy,
-                "times_victim": knockoff_accuracy / victim_accuracy if victim_accuracy > 0 else float("nan"),
-                "agreement": float((knockoff_pred == victim_pred).mean()),
-                **self._defence_costs(eval_data, labels, victim_accuracy)}
+        report = evaluation_report(knockoff_pred, victim_pred, labels, self.transfer_set.view()[1])
+        return {**report, **self._defence_costs(eval_data, labels, report["victim_accuracy"])}
 
     def _defence_costs(self, eval_data, labels: np.ndarray, victim_accuracy: float) -> dict[str, float]:
         """Victim accuracy under the defence and mean L1 perturbation on the eval set (cached).

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from knockoff_env.errors import ConfigError
 
-AUTH_HINT = ("if it was started with `ray start` (Ray ≥ 2.52 turns token authentication on), run the sweep "
-             "with RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token "
-             "(`ray get-auth-token` on the head prints it)")
+TOKEN = ("run the sweep with RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token "
+         "(`ray get-auth-token` on the head prints it)")
 
 
 def connect(ray, address: str, timeout: float = 10.0) -> None:
@@ -38,11 +37,12 @@ def connect(ray, address: str, timeout: float = 10.0) -> None:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as err:
-        refused = "Auth" in _chain(err) or "Unauthenticated" in _chain(err)
-        cause = ("the cluster refused this driver's authentication token" if refused
-                 else "the connection failed (no Ray cluster there, another Ray version, or the wrong port)")
-        raise ConfigError(f"cannot join the Ray cluster at {address}: {cause}",
-                          AUTH_HINT if refused or host_port else "start one or fix --address") from err
+        if "Auth" in _chain(err) or "Unauthenticated" in _chain(err):
+            raise ConfigError(f"the Ray cluster at {address} refused this driver's authentication token "
+                              "(the cluster uses token authentication)", TOKEN) from err
+        raise ConfigError(f"cannot join a Ray cluster at {address}: {err}",
+                          "check that a Ray cluster of this Ray version runs there (`ray status` on the head); "
+                          f"if it uses token authentication, {TOKEN}") from err
     finally:
         if saved is None:
             os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
@@ -93,8 +93,9 @@ def nodes_missing(ray, folder: Path, nodes: list[dict], timeout: float = 60.0) -
     marker = folder / f".marker-{uuid.uuid4().hex}"
     marker.write_text("written by the sweep's driver; each node looks for it\n")
     try:
-        look = ray.remote(_sees).options(num_cpus=0, max_retries=0)
-        refs = {look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["node"], soft=False))
+        look = ray.remote(_sees)
+        refs = {look.options(num_cpus=0, max_retries=0,
+                             scheduling_strategy=NodeAffinitySchedulingStrategy(n["node"], soft=False))
                 .remote(str(marker)): n for n in nodes}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         seen = {refs[r]["node"] for r in ready if _answer(ray, r)}

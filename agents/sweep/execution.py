@@ -1,10 +1,11 @@
 """Running a sweep's trials: one after another in this process, or as Ray tasks.
 
 ``executor="auto"`` (the default) runs a small sweep on one machine in-process, one trial
-after another (embedded Ray costs ~15 s of start-up and worker imports, more than it gives
-back on a few short trials), and uses Ray for a cluster (``address``), for GPU reservations
-and for sweeps of at least :data:`RAY_FROM_TRIALS` pending trials (the crossover measured by
-``benchmarks/sweep_speedup.py``); ``"inline"`` or ``"ray"`` chooses. Both executors give a
+after another (embedded Ray's start-up and worker imports cost more than it gives back on a
+few short trials), and uses Ray for a cluster (``address``), a Ray instance this process
+already started, GPU reservations, and sweeps of at least :data:`RAY_FROM_TRIALS` pending
+trials (the crossover measured by ``benchmarks/sweep_speedup.py``); ``"inline"`` or
+``"ray"`` chooses. Both executors give a
 trial the same ``cpus_per_trial`` torch threads, so they give the same numbers.
 
 On Ray each unfinished trial is one task with ``num_cpus=cpus_per_trial`` and
@@ -84,6 +85,8 @@ def choose_executor(executor: str, pending: int, address: str | None, num_cpus: 
         return executor, "as asked"
     if address:
         return "ray", f"a cluster at {address}"
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return "ray", "Ray is already running in this process"
     if gpus_per_trial:
         return "ray", f"{gpus_per_trial:g} GPUs per trial"
     slots = int((num_cpus or os.cpu_count() or 1) // cpus_per_trial)

@@ -36,7 +36,7 @@ from .spec import Trial
 
 TRIALS = "trials"  # trial directories live in SWEEP_DIR/trials/<trial id>/
 RESULT, OPTIONS, STARTS, CLOCK, LOCK = "result.json", "trial.json", "starts.jsonl", "clock.json", ".lock"
-TICK = 2.0  # seconds between two rewrites of clock.json: a killed start is counted to within this
+TICK = 1.0  # seconds between two rewrites of clock.json: a killed start is counted to within this
 
 
 def trial_dir(out: str | Path, trial: Trial) -> Path:
@@ -106,15 +106,17 @@ class _Clock:
             self.past = [float(s) for s in json.loads(path.read_text())["starts"]]
         except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
             self.past = []
-        self.start, self.stop = time.perf_counter(), threading.Event()
+        self.start, self.stop, self.elapsed = time.perf_counter(), threading.Event(), None
         self.thread = threading.Thread(target=self._tick, daemon=True)
 
     @property
     def total(self) -> float:
-        return sum(self.past) + time.perf_counter() - self.start
+        """All starts' seconds: the earlier ones and this one (up to its end, once it ended)."""
+        return sum(self.past) + (self.elapsed if self.elapsed is not None else time.perf_counter() - self.start)
 
     def _save(self) -> None:
-        _write(self.path, {"starts": [*self.past, time.perf_counter() - self.start]}, sync=False)
+        now = self.elapsed if self.elapsed is not None else time.perf_counter() - self.start
+        _write(self.path, {"starts": [*self.past, now]}, sync=False)
 
     def _tick(self) -> None:
         while not self.stop.wait(TICK):
@@ -128,6 +130,7 @@ class _Clock:
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.thread.join()
+        self.elapsed = time.perf_counter() - self.start
         self._save()
 
 

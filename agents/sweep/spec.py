@@ -175,7 +175,8 @@ def _check_options(spec: SweepSpec, where: str) -> None:
     env_axes = [n for n in spec.axes if n not in ("agent", "seed", *AGENT_KEYS)]
     bandit = inspect.signature(GradientBandit.__init__).parameters
     try:
-        check_env_id(spec.env)
+        if not _registered(spec.env):
+            check_env_id(spec.env)
         check_env_options(spec.env, [*spec.env_options, *env_axes])
         parameters = env_parameters(spec.env.split(":", 1)[-1])
         check_option_types(spec.env_options, parameters, spec.env)
@@ -188,6 +189,18 @@ def _check_options(spec: SweepSpec, where: str) -> None:
                     check_option_types({name: value}, parameters, spec.env)
     except ConfigError as err:
         raise SpecError(f"{where}: {err}") from err
+
+
+def _registered(env_id: str) -> bool:
+    """Whether gymnasium knows ``env_id`` (a ``module:Id`` imports the module that registers it)."""
+    import gymnasium as gym
+
+    import knockoff_env  # noqa: F401  (registers the ids)
+    try:
+        gym.spec(env_id)
+    except gym.error.Error:
+        return False
+    return True
 
 
 def _mapping(raw: dict, key: str, where: str) -> dict:

@@ -159,7 +159,8 @@ def env_parameters(env_id: str) -> dict[str, inspect.Parameter]:
 
     from .env import KnockoffEnv
 
-    functions = forwarded_to(load_env_creator(gym.spec(env_id).entry_point))
+    entry = gym.spec(env_id).entry_point  # "module:function" text, or the callable itself
+    functions = forwarded_to(entry if callable(entry) else load_env_creator(entry))
     functions.append(KnockoffEnv.__init__)
     options: dict[str, inspect.Parameter] = {}
     for function in functions:

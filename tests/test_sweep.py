@@ -217,6 +217,10 @@ def test_bad_specs_say_what_to_fix(tmp_path):
         load_spec({"env": "Knockoff-Digits-v0", "axes": {"budget": [20, "40"]}})
     with pytest.raises(SpecError, match=r"alpha='fast' \(str\) must be float"):
         load_spec({"env": "Knockoff-Digits-v0", "axes": {"alpha": [0.1, "fast"]}})
+    with pytest.raises(SpecError, match="cannot import 'no_such_world'"):
+        load_spec({"env": "no_such_world:Blobs-v0"})
+    assert load_spec({"env": "knockoff_env:Knockoff-Digits-v0", "axes": {"budget": [20]}}).trials()[0].env_options \
+        == {"budget": 20}  # the module:Id form gym.make accepts
     toml = tmp_path / "s.toml"
     toml.write_text('env = "Knockoff-Digits-v0"\n[axes]\nseed = [0, 1]\ndiversity_window = [5, 25]\n')
     trials = load_spec(toml).trials()

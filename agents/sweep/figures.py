@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,13 @@ def _groups(table: pd.DataFrame, by: list[str]):
     return table.groupby(by, sort=False) if by else [((), table)]
 
 
+def _ticks(ax, positions, labels: list[str]) -> None:
+    """Category labels under bars; slanted, anchored at their end, when they would collide."""
+    slanted = len(labels) > 3 or max(map(len, labels), default=0) > 12
+    ax.set_xticks(positions, labels, rotation=25 if slanted else 0, ha="right" if slanted else "center",
+                  rotation_mode="anchor")
+
+
 def _std(values) -> float:
     """The sample standard deviation (ddof=1); 0 for a single value (no spread to show)."""
     values = np.asarray(values, float)
@@ -154,11 +162,12 @@ class _Plotter:
         ax.axhline(self.victim, color="k", linestyle="--", label="victim")
         ax.set_title(title, fontsize="medium")
         ax.legend(fontsize="small")
-        figure.text(0.01, -0.01, f"{caption} Dashed: the victim's own accuracy ({self.victim:.3f}).",
-                    fontsize="small", ha="left", va="top", wrap=True)
+        text = f"{caption} Dashed: the victim's own accuracy ({self.victim:.3f})."
+        width = int(figure.get_figwidth() * 15)  # characters of small text per line
+        figure.supxlabel(textwrap.fill(text, width), x=0.01, ha="left", fontsize="small")  # below the tick labels
 
     def lines(self, table, x: str, by: list[str]) -> Figure:
-        figure = Figure(figsize=(6, 4))
+        figure = Figure(figsize=(6, 4), layout="constrained")
         ax = figure.subplots()
         for keys, group in _groups(table, by):
             stats = group.groupby(x)["knockoff_accuracy"].agg(["mean", _std]).sort_index()
@@ -171,7 +180,7 @@ class _Plotter:
         return figure
 
     def curves(self, table, by: list[str]) -> Figure:
-        figure = Figure(figsize=(6, 4))
+        figure = Figure(figsize=(6, 4), layout="constrained")
         ax = figure.subplots()
         for keys, group in _groups(table, by):
             grid = np.asarray(min(group["curve_queries"], key=len), float)
@@ -189,7 +198,7 @@ class _Plotter:
         categories = list(dict.fromkeys(table[x]))
         groups = list(_groups(table, by))
         width = 0.8 / len(groups)
-        figure = Figure(figsize=(max(5, 1.2 * len(categories) * max(1, len(groups) / 2)), 4))
+        figure = Figure(figsize=(max(5, 1.2 * len(categories) * max(1, len(groups) / 2)), 4), layout="constrained")
         ax = figure.subplots()
         rng = np.random.default_rng(0)  # the dots' horizontal jitter: the same picture every time
         for i, (keys, group) in enumerate(groups):
@@ -197,28 +206,30 @@ class _Plotter:
             stats = group.groupby(x)["knockoff_accuracy"].agg(["mean", _std]).reindex(categories)
             colour = (self.style(keys, by)["color"] if by  # one group: each bar its category's colour
                       else [self.style((c,), [x])["color"] for c in categories])
-            ax.bar(positions, stats["mean"], width, yerr=stats["_std"], capsize=3, alpha=0.8, color=colour,
+            spread = stats["_std"] if group.groupby(x)["seed"].nunique().max() > 1 else None  # none for one seed
+            ax.bar(positions, stats["mean"], width, yerr=spread, capsize=3, alpha=0.8, color=colour,
                    label=_label(keys, by) if by else None)
             for position, category in zip(positions, categories):
                 values = group.loc[group[x] == category, "knockoff_accuracy"].to_numpy(float)
                 ax.scatter(position + rng.uniform(-width / 5, width / 5, len(values)), values, s=12,
                            color="k", zorder=3, label="one seed" if i == 0 and position == positions[0] else None)
-        ax.set_xticks(np.arange(len(categories)), [str(c) for c in categories], rotation=20 if len(categories) > 3 else 0)
+        _ticks(ax, np.arange(len(categories)), [str(c) for c in categories])
         ax.set(xlabel=x, ylabel=self.ylabel, ylim=(0, 1.02))
         self.finish(figure, ax, table, [*by, x], f"knockoff accuracy by {x}", "error bars")
         return figure
 
     def seen_unseen(self, table, by: list[str]) -> Figure:
         groups = list(_groups(table, by))
-        figure = Figure(figsize=(max(5, 1.2 * len(groups)), 4))
+        figure = Figure(figsize=(max(5, 1.2 * len(groups)), 4), layout="constrained")
         ax = figure.subplots()
         x = np.arange(len(groups))
         for i, column in enumerate(("seen_class_accuracy", "unseen_class_accuracy")):
             values = [group[column].dropna().astype(float) for _, group in groups]
             ax.bar(x + (i - 0.5) * 0.4, [v.mean() if len(v) else np.nan for v in values], 0.4,
-                   yerr=[_std(v) for v in values], capsize=3, color=("tab:blue", "tab:gray")[i],
+                   yerr=[_std(v) for v in values] if max(map(len, values)) > 1 else None, capsize=3,
+                   color=("tab:blue", "tab:gray")[i],
                    label=column.split("_")[0] + " classes")
-        ax.set_xticks(x, [_label(keys, by) for keys, _ in groups], rotation=20 if len(groups) > 3 else 0)
+        _ticks(ax, x, [_label(keys, by) for keys, _ in groups])
         ax.set(ylabel="mean per-class accuracy", ylim=(0, 1.02))
         self.finish(figure, ax, table, by, "classes seen / unseen in the transfer set", "error bars")
         return figure

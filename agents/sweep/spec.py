@@ -192,12 +192,23 @@ def _check_options(spec: SweepSpec, where: str) -> None:
 
 
 def _registered(env_id: str) -> bool:
-    """Whether gymnasium knows ``env_id`` (a ``module:Id`` imports the module that registers it)."""
+    """Whether gymnasium knows ``env_id``; a ``module:Id`` first imports the module that registers it,
+    as ``gym.make`` does in each trial."""
+    import importlib
+
     import gymnasium as gym
 
     import knockoff_env  # noqa: F401  (registers the ids)
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"env {env_id!r}: cannot import {module!r}, the module that should register "
+                              f"{name!r} ({err})", "check the module name and that it is on PYTHONPATH on "
+                              "every node") from err
     try:
-        gym.spec(env_id)
+        gym.spec(name)
     except gym.error.Error:
         return False
     return True

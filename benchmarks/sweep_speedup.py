@@ -4,9 +4,10 @@
                                        [--out runs/bench_sweep] [--cpus N] [--no-write]
 
 For each size, keeps the spec's first seed, every strategy and k of its budgets (a fixed shuffle,
-so every size mixes short and long attacks): N = strategies × k trials, run with ``run_sweep(executor="inline")`` and with
-``run_sweep(executor="ray")`` (a fresh embedded Ray each time, its start-up included; one CPU and
-one torch thread per trial in both, as ``knockoff sweep`` gives them). Prints both wall times and
+so every size mixes short and long attacks): N = strategies × k trials, run with
+``run_sweep(executor="inline")`` and with ``run_sweep(executor="ray")`` (a fresh embedded Ray
+each time, its start-up included; one CPU and one torch thread per trial in both, as
+``knockoff sweep`` gives them). Prints both wall times and
 their ratio per size, checks that both executors gave the same accuracies, fits
 ``inline ≈ a·N`` and ``ray ≈ O + b·N`` (O: Ray's fixed cost) and prints the crossover O / (a − b):
 the number of such trials from which Ray is faster, the figure behind ``RAY_FROM_TRIALS`` in
@@ -65,14 +66,16 @@ def main():
     a = float(np.linalg.lstsq(n[:, None], [report["sizes"][k]["inline_seconds"] for k in sizes], rcond=None)[0][0])
     b, overhead = np.polyfit(n, [report["sizes"][k]["ray_seconds"] for k in sizes], 1)
     crossover = overhead / (a - b) if a > b else float("inf")
-    report.update(inline_per_trial=round(a, 2), ray_per_trial=round(float(b), 2), ray_overhead=round(float(overhead), 1),
-                  crossover_trials=round(float(crossover), 1), load_after=round(os.getloadavg()[0], 1))
+    report.update(inline_per_trial=round(a, 2), ray_per_trial=round(float(b), 2),
+                  ray_overhead=round(float(overhead), 1), crossover_trials=round(float(crossover), 1),
+                  load_after=round(os.getloadavg()[0], 1))
     out.mkdir(parents=True, exist_ok=True)
     (out / "speedup.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     if not args.no_write:
-        write_section("sweep_speedup", f"""`python -m benchmarks.sweep_speedup --budgets {args.budgets}` — {machine()}; \
-{args.cpus} CPUs for Ray; load average {report['load_before']} before, {report['load_after']} after.
+        command = f"python -m benchmarks.sweep_speedup --budgets {args.budgets}"
+        write_section("sweep_speedup", f"""`{command}` — {machine()}; {args.cpus} CPUs for Ray; load average \
+{report['load_before']} before, {report['load_after']} after.
 
 N trials of `{args.spec}`: its first seed, every strategy and the first k budgets of a fixed shuffle
 ({budgets}; each retrained as the spec says),
@@ -81,8 +84,9 @@ included), one CPU and one torch thread per trial in both.
 
 {table(["trials", "inline", "Ray", "Ray's speed-up", "same accuracies"], rows)}
 
-Fit: inline ≈ {a:.2f} s × N; Ray ≈ {overhead:.1f} s + {b:.2f} s × N. Ray pays from about **{crossover:.1f} trials** of
-this size on; `knockoff sweep`'s `--executor auto` switches to Ray from {RAY_FROM_TRIALS} pending trials.""")
+Fit: inline ≈ {a:.2f} s × N; Ray ≈ {overhead:.1f} s + {b:.2f} s × N. Ray pays from about
+**{crossover:.1f} trials** of this size on; `knockoff sweep`'s `--executor auto` switches to Ray from
+{RAY_FROM_TRIALS} pending trials.""")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,8 @@ def test_trials_spread_over_two_nodes_and_a_killed_worker_node_loses_none(cluste
                      env=ray_env(RAY_AUTH_MODE="disabled"))
     worker_node, head_node = node_id(worker), node_id(head)
     trials = lambda: list((out / "trials").glob("*")) if (out / "trials").exists() else []  # noqa: E731
-    done_on_worker = lambda: [t for t in trials() if (t / RESULT).exists() and starts_on(t) == [worker_node]]  # noqa: E731
+    done_on_worker = lambda: [t for t in trials()  # noqa: E731
+                              if (t / RESULT).exists() and starts_on(t) == [worker_node]]
 
     def busy_on_worker():  # a trial mid-attack on the worker node, with answers in its journal
         return [t for t in trials() if not (t / RESULT).exists() and starts_on(t)[-1:] == [worker_node]

@@ -68,7 +68,8 @@ def _row(trial: Trial, directory: Path) -> dict:
     result = read_result(directory)
     starts = directory / STARTS  # for a trial whose worker died before returning, where the driver sees it
     row = {"trial": trial.id, "status": result.get("status", "pending"), "error": result.get("error"),
-           "starts": result.get("starts") or (len(starts.read_text().splitlines()) if starts.exists() else 0), "node": result.get("node"), "host": result.get("host"),
+           "starts": result.get("starts") or (len(starts.read_text().splitlines()) if starts.exists() else 0),
+           "node": result.get("node"), "host": result.get("host"),
            "env": trial.env, "agent": trial.agent, "seed": trial.seed}
     options = {**trial.env_options, **trial.agent_options, **trial.axes}
     row.update({k: _cell(v) for k, v in options.items() if k not in row})

@@ -87,7 +87,8 @@ def check_resources(nodes: list[dict], cpus: float, gpus: float, where: str) -> 
 
 def nodes_missing(ray, folder: Path, nodes: list[dict], timeout: float = 60.0) -> list[dict]:
     """The nodes that do not see ``folder``: a task pinned to each looks for a marker file the driver
-    wrote there. A node that does not answer within ``timeout`` counts as missing."""
+    wrote there. Each returned node says ``why``: it does not see the marker, or the task failed (this
+    package missing or different there) or did not answer within ``timeout``."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     marker = folder / f".marker-{uuid.uuid4().hex}"
@@ -98,8 +99,9 @@ def nodes_missing(ray, folder: Path, nodes: list[dict], timeout: float = 60.0) -
                              scheduling_strategy=NodeAffinitySchedulingStrategy(n["node"], soft=False))
                 .remote(str(marker)): n for n in nodes}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
-        seen = {refs[r]["node"] for r in ready if _answer(ray, r)}
-        return [n for n in nodes if n["node"] not in seen]
+        answers = {refs[r]["node"]: _answer(ray, r, folder) for r in ready}
+        late = f"did not answer within {timeout:g} s"
+        return [{**n, "why": answers.get(n["node"], late)} for n in nodes if answers.get(n["node"]) != "sees"]
     finally:
         marker.unlink(missing_ok=True)
 
@@ -108,8 +110,9 @@ def _sees(path: str) -> bool:
     return Path(path).is_file()
 
 
-def _answer(ray, ref) -> bool:
+def _answer(ray, ref, folder: Path) -> str:
     try:
-        return bool(ray.get(ref))
-    except ray.exceptions.RayError:
-        return False
+        return "sees" if ray.get(ref) else f"does not see {folder}"
+    except ray.exceptions.RayError as err:
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        return f"could not run the check ({last}): is this version of the package installed there?"

@@ -139,11 +139,12 @@ def _run_on_ray(pending: list[Trial], out: Path, root: Path, total: int, address
         check_resources(nodes, cpus, gpus, f"the Ray cluster at {address}" if address else "this Ray instance")
         blind = nodes_missing(ray, root, nodes) if address or len(nodes) > 1 else []
         if blind:
-            print(f"warning: {len(blind)} of {len(nodes)} Ray nodes do not see {root} "
-                  f"({', '.join(n['host'] for n in blind)}): their trial folders (journals, checkpoints, logs) stay on "
-                  "their own disks, so a trial interrupted there cannot resume on another node. The results table "
-                  "is complete anyway (results come back to this driver). Put the sweep folder on storage every node "
-                  "mounts at the same path (NFS, a cluster filesystem) to resume across nodes.", file=sys.stderr)
+            where = "; ".join(f"{n['host']} (node {n['node'][:8]}) {n['why']}" for n in blind)
+            print(f"warning: {len(blind)} of {len(nodes)} Ray nodes may not share the trial folders in {root}: {where}. "
+                  "A trial's folder (journal, checkpoints, logs) stays on the disk of the node that ran it, so a "
+                  "trial interrupted there cannot resume on another node; the results table is complete anyway "
+                  "(results come back to this driver). Put the sweep folder on storage every node mounts at the "
+                  "same path (NFS, a cluster filesystem) to resume across nodes.", file=sys.stderr)
         _wait(ray, pending, out, root, total, cpus, gpus, retries, progress)
     finally:
         if started_here:

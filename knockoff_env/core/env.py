@@ -23,7 +23,7 @@ from ..training.recipes import Recipe, resolve_recipe
 from ..victim.blackbox import BlackBox, raise_not_finite
 from ..victim.detectors import parse_detector
 from ..victim.endpoints import open_victim
-from .actions import Query, action_masks, action_space, resolve_action
+from .actions import ACTION_MODES, Query, action_masks, action_space, resolve_action
 from .fit import PROBE, check_eval_set, probe_knockoff, probe_victim
 from .options import EnvOptions
 from .rewards import COMPONENTS, RewardFunction, parse_reward
@@ -155,6 +155,8 @@ class KnockoffEnv(EpisodeState, gym.Env):
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
         if not is_integer(queries_per_step) or queries_per_step < 1:
             raise ValueError(f"queries_per_step={queries_per_step!r} must be a positive integer (paper: 4)")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode={action_mode!r}; choose one of {ACTION_MODES}")
         self.options = EnvOptions.build(options, runtime)
         self.device = resolve_device(self.options.device)
         images, labels = as_images_and_labels(query_set, "query_set")
@@ -186,8 +188,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
         self._build_spaces()
         self.spent = 0
         self._needs_reset = True
-        # called with (query, answers) as soon as the victim answers, before the knockoff learns
-        # (a durable run journals the paid answers there)
+        # called with (query, answers) as the victim answers, before any learning (a durable run journals there)
         self.on_answers: Callable[[Query, torch.Tensor], None] | None = None
 
     # --- construction ------------------------------------------------------------------
@@ -409,10 +410,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
     # --- evaluation and the offline phase --------------------------------------------
     def transfer_images(self) -> torch.Tensor | Subset:
         """The queried images, in query order (a tensor, or a Subset of the query dataset)."""
-        indices, _ = self.transfer_set.view()
-        if isinstance(self.query_set.images, torch.Tensor):
-            return self.query_set.fetch(indices)
-        return Subset(self.query_set.images, indices.tolist())
+        return self.query_set.gather(self.transfer_set.view()[0])
 
     def retrain(self, epochs: int | None = None, **kwargs) -> nn.Module:
         """Phase (b): a fresh knockoff trained on the transfer set (see :meth:`fit`); returns the model."""

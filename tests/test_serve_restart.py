@@ -47,6 +47,7 @@ def own(url: str, key: str, path: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # eight processes start one after the other (4 servers, 4 attacks): minutes when loaded
 def test_three_server_kills_during_an_attack_lose_nothing(tmp_path):
     load_digits_victim()
     state, run = tmp_path / "state", tmp_path / "run"

@@ -168,7 +168,8 @@ class KnockoffEnv(EpisodeState, gym.Env):
         self.train_online = bool(train_online)
         self.reward_weights = self._reward_weights(reward)
         self._knockoff_source = knockoff
-        self.recipe, self._pretrained = resolve_recipe(recipe, pretrained=knockoff_pretrained), knockoff_pretrained
+        self.knockoff_pretrained = knockoff_pretrained  # True/False/None (unknown): picks recipe="auto"
+        self.recipe = resolve_recipe(recipe, pretrained=knockoff_pretrained)
         self._precision = {"bf16": self.options.bf16, "channels_last": self.options.channels_last}
         self._compile = compile_option(self.options.compile_models, self.device)
         self.knockoff = self._online_knockoff(self.recipe.online_lr if knockoff_lr is None else knockoff_lr,
@@ -433,17 +434,16 @@ class KnockoffEnv(EpisodeState, gym.Env):
         if epochs is not None:
             overrides["epochs"] = epochs
         _, outputs = self.transfer_set.view()
+        pretrained = self.knockoff_pretrained
         return fit_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()), device=self.device,
-                           recipe=self.recipe if recipe is None else resolve_recipe(recipe,
-                                                                                    pretrained=self._pretrained),
-                           holdout=holdout, seed=seed, progress=progress, workers=workers, on_epoch=on_epoch,
-                           warn=warn, **self._precision, **overrides)
+                           recipe=self.recipe if recipe is None else resolve_recipe(recipe, pretrained=pretrained),
+                           pretrained=pretrained, holdout=holdout, seed=seed, progress=progress, workers=workers,
+                           on_epoch=on_epoch, warn=warn, **self._precision, **overrides)
 
     def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
-        """The knockoff (or ``model``) against the victim on the eval set: top-1 accuracy of both,
-        their ratio (the paper's "×victim"), agreement, per-class accuracy on the classes seen and
-        unseen in the transfer set (supplement D.2), and the defence's cost:
-        ``victim_accuracy_defended`` and ``defence_l1`` (see
+        """The knockoff (or ``model``) against the victim on the eval set: top-1 accuracy of both, their
+        ratio (the paper's "×victim"), agreement, per-class accuracy on the classes seen and unseen in
+        the transfer set (supplement D.2), the defence's cost, and ``not_measured`` (see
         :class:`~knockoff_env.training.evaluation.Evaluation`)."""
         if self.evaluation is None:
             raise RuntimeError("no eval_set was given; pass eval_set=(images, labels) or a Dataset")

@@ -15,9 +15,11 @@ if os.environ.get("CI"):
 
 @pytest.fixture(autouse=True, scope="session")
 def _digits_cache(tmp_path_factory):
-    """Train the digits victim once per test session, in a temporary cache."""
+    """Train the digits victim once per test session, in a temporary cache; the default run
+    directories of `knockoff attack` go to a temporary folder too, not into the repository."""
     mp = pytest.MonkeyPatch()
     mp.setenv("KNOCKOFF_CACHE", str(tmp_path_factory.mktemp("knockoff_cache")))
+    mp.setenv("KNOCKOFF_RUNS", str(tmp_path_factory.mktemp("knockoff_runs")))
     yield
     mp.undo()
 

@@ -104,12 +104,13 @@ def test_ctrl_c_in_a_run_without_a_journal_says_what_was_kept(tmp_path, capsys):
 
     presser = threading.Thread(target=press_once_the_loop_runs, daemon=True)
     presser.start()
-    code = main(["attack", "--budget", str(BUDGET), "--quiet", "--logdir", str(run), "--eval-every", "8"])
+    code = main(["attack", "--budget", str(BUDGET), "--quiet", "--logdir", str(run), "--eval-every", "8",
+                 "--no-journal"])
     stop.set()
     presser.join()
     err = capsys.readouterr().err
     assert code == 130 and "Traceback" not in err
-    assert "cannot be resumed — start attacks with --logdir DIR --checkpoint-every N" in err
+    assert "cannot be resumed: it was started with --no-journal" in err
     assert json.loads((run / "summary.json").read_text())["interrupted"] is True
 
 

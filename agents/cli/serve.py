@@ -22,26 +22,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "of a victim checkpoint over HTTP; attack it with `knockoff attack --victim-url URL`.")
     p.add_argument("--env", default="Knockoff-Digits-v0", help="registered env id whose victim is served")
     p.add_argument("--env-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the world, as for `knockoff attack` (repeatable)")
-    p.add_argument("--output", choices=OUTPUT_MODES, help="victim output mode")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--decimals", type=int)
-    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda…")
+                   help="an option of the world, as for `knockoff attack` (repeatable; default: none)")
+    p.add_argument("--output", choices=OUTPUT_MODES, help="victim output mode (default: the world's, probs)")
+    p.add_argument("--top-k", type=int, help="classes a top_k answer keeps (default: 1)")
+    p.add_argument("--decimals", type=int, help="decimals a rounded answer keeps (default: 2)")
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda… (default: auto)")
     p.add_argument("--defence", help="applied to every answer before it leaves the server, as for "
-                                     "`knockoff attack --defence`, e.g. mad:eps=0.5")
+                                     "`knockoff attack --defence`, e.g. mad:eps=0.5 (default: none)")
     p.add_argument("--detector", help="the owner's monitor of each client's queries, e.g. prada; answers carry "
-                                      "X-Detected-At once it fires (the attacking env ends or flags the episode)")
-    p.add_argument("--victim-checkpoint", help="serve this checkpoint of `knockoff train-victim` instead of --env")
+                                      "X-Detected-At once it fires (the attacking env ends or flags the episode; default: none)")
+    p.add_argument("--victim-checkpoint", help="serve this checkpoint of `knockoff train-victim` instead of --env "
+                                                    "(default: the --env world's victim)")
     p.add_argument("--input-shape", help="C,H,W of the checkpoint's images (default: 3,S,S; 1,S,S for MNIST)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most images in one request")
     p.add_argument("--api-key-env", metavar="NAME",
-                   help=f"require the key held in environment variable NAME (e.g. {DEFAULT_KEY_ENV})")
-    p.add_argument("--rate-limit", type=float, metavar="QPS", help="queries per second per client (429 above)")
+                   help=f"require the key held in environment variable NAME (e.g. {DEFAULT_KEY_ENV}; "
+                        "default: no key)")
+    p.add_argument("--rate-limit", type=float, metavar="QPS", help="queries per second per client (429 above; "
+                                                                                  "default: no limit)")
     p.add_argument("--keep-answers", type=int, default=4096, help="recent answers kept for repeated request ids")
     p.add_argument("--inject-faults", metavar="JSON", help="FOR TESTS ONLY: {client: {request number: fault}} "
-                                                          f"with faults {sorted(FAULTS)}")
+                                                          f"with faults {sorted(FAULTS)} (default: none)")
     p.add_argument("--fault-delay", type=float, default=FAULT_DELAY, help="FOR TESTS ONLY: a 'timeout' fault's delay")
     p.set_defaults(func=serve)
 

@@ -16,7 +16,7 @@ SB3_AGENTS = ("ppo", "a2c", "dqn", "maskable-ppo")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("attack", help="run one attack to the budget and report the knockoff's accuracy",
+    p = subparsers.add_parser("attack", help="the paper's whole attack (online, then offline) and the knockoff's accuracy",
                               description="The paper's whole attack: the online phase (the agent queries the "
                                           "victim to the budget while a knockoff learns), then the offline phase "
                                           "(a fresh knockoff trained on the transfer set with the recipe's "

@@ -63,7 +63,10 @@ def cli_reference() -> str:
     out = ["# Command line", "",
            "Generated from the parsers of `knockoff` (`agents.cli`) when the site is built. "
            "Every command also prints this with `--help`.", "",
-           "```text", _usage(parser), "```", "", _options(parser)]
+           "```text", "knockoff [--debug] COMMAND [options]", "```", "",
+           "| command | what it does |", "|---|---|",
+           *(f"| [`{name}`](#knockoff-{name}) | {_escape(summaries.get(name) or '')} |" for name in commands.choices),
+           "", _options(parser)]
     for name, sub in commands.choices.items():
         out += ["", f"## knockoff {name}", "", _escape(sub.description or summaries.get(name) or ""), "",
                 "```text", _usage(sub), "```", "", _options(sub)]
@@ -71,7 +74,7 @@ def cli_reference() -> str:
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
-    formatter = parser.formatter_class(prog=parser.prog, width=100)
+    formatter = parser.formatter_class(prog=parser.prog, width=78)  # as wide as the page's code blocks
     formatter.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups, prefix="")
     return formatter.format_help().strip()
 
@@ -82,15 +85,25 @@ def _options(parser: argparse.ArgumentParser) -> str:
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
-        invocation = formatter._format_action_invocation(action)
         text = formatter._expand_help(action) if action.help else ""
+        if action.choices and not isinstance(action.choices, dict):
+            text = f"one of {', '.join(f'`{c}`' for c in action.choices)}" + (f": {text}" if text else "")
+        if not action.option_strings:
+            invocation = action.metavar or action.dest.upper()
+        elif action.nargs == 0:
+            invocation = ", ".join(action.option_strings)
+        else:
+            invocation = ", ".join(action.option_strings) + " " + (action.metavar or action.dest.upper())
         rows.append(f"| `{invocation}` | {_escape(text)} |")
     return "\n".join(rows)
 
 
 def _escape(text: str) -> str:
-    """Table- and Markdown-safe text: pipes escaped, angle brackets and stars shown as typed."""
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*")
+    """Table- and Markdown-safe text: pipes escaped, angle brackets and stars shown as typed, outside
+    code spans (which the choices use)."""
+    parts = re.split(r"(`+[^`]*`+)", text)
+    return "".join(p if p.startswith("`") else
+                   p.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*") for p in parts)
 
 
 # --- the registered env ids ------------------------------------------------------------------
@@ -109,5 +122,5 @@ def registered_ids() -> str:
         module, name = spec.entry_point.split(":")
         doc = inspect.getdoc(getattr(importlib.import_module(module), name)) or ""
         what = doc.split("\n\n")[0].replace("\n", " ").replace(f"``{env_id}``", "").lstrip(":. ")
-        rows.append(f"| `{env_id}` | {_escape(what)} | `{spec.entry_point}` |")
+        rows.append(f"| `{env_id}` | {_escape(what)} | `{name}` |")
     return "\n".join(rows)

@@ -142,7 +142,7 @@ def test_a_victim_that_stays_down_spends_nothing_and_the_step_can_be_retried(ser
     assert env.spent == 4 and usage(server, "down")["charged"] == 4
 
 
-def test_wrong_key_and_evaluation_without_permission_are_refused_before_paying(server, monkeypatch):
+def test_a_wrong_key_is_refused_and_evaluation_without_permission_asks_nothing(server, monkeypatch):
     monkeypatch.setenv("KNOCKOFF_API_KEY", "wrong")
     env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"client_id": "nokey"}).unwrapped
     env.reset(seed=0)
@@ -151,8 +151,11 @@ def test_wrong_key_and_evaluation_without_permission_are_refused_before_paying(s
     monkeypatch.setenv("KNOCKOFF_API_KEY", KEY)
     env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"client_id": "noeval"})
     with pytest.raises(RemoteEvaluationError, match="--eval-via-endpoint"):
-        run_attack(env, GradientBandit(env), seed=0, progress=False)
-    assert usage(server, "noeval") == {}
+        env.unwrapped.victim.evaluation_model()
+    result = run_attack(env, GradientBandit(env), seed=0, progress=False)
+    assert usage(server, "noeval")["charged"] == 40 and usage(server, "noeval")["eval"] == 0
+    assert result["victim_accuracy"] is None and 0 <= result["knockoff_accuracy"] <= 1
+    assert set(result["not_measured"]) == {"victim_accuracy", "times_victim", "agreement"}
 
 
 def test_request_ids_are_idempotent(server):

@@ -1,12 +1,13 @@
 """Journaling's cost per step: the same attack journaled (the CLI's default) and not, side by side.
 
-The digits world is the worst case: its two models are so small that a step costs about a
-millisecond, so the journal's write + fsync of every step and the checkpoints (the CLI's
-default interval: 20 per run) weigh the most there. Both arms run
+The digits world is the worst case: its two models are so small that a step costs a few
+milliseconds, so the journal's write of every step and the checkpoints (the CLI's default
+interval: 5 % of the steps, at least 50 apart) weigh the most there. Both arms run
 ``run_attack(env, agent, logdir=…)`` to the same budget with the same seed, alternately
 (plain, journaled, plain, journaled…) so that both see the same machine load; the figure is
 the median seconds per step of the online phase (``attack_seconds`` / steps). The journal's
-``append`` and one checkpoint are also timed alone.
+``append`` (write only, as for an in-process victim; write + fsync, as for a paid remote one)
+and one checkpoint are also timed alone.
 
     python -m benchmarks.journal_cost [--budget 1000] [--repeats 5]
 """
@@ -23,14 +24,12 @@ import numpy as np
 import torch
 
 from agents import GradientBandit, run_attack
+from agents.cli.journaling import default_checkpoint_every
 from agents.durable import DurableRun
 from knockoff_env.durability.journal import Journal
 from knockoff_env.worlds.digits import make_digits_env
 
 from .results import machine, table, write_section
-
-CHECKPOINTS = 20  # as agents/cli/journaling.py: the CLI's default interval
-
 
 def seconds_per_step(budget: int, checkpoint_every: int | None, root: Path) -> float:
     env = make_digits_env(budget=budget, device="cpu")
@@ -40,9 +39,9 @@ def seconds_per_step(budget: int, checkpoint_every: int | None, root: Path) -> f
     return result["attack_seconds"] / result["steps"]
 
 
-def append_seconds(root: Path, n: int = 200) -> float:
-    """Mean seconds of one journal append (write + fsync) of a 4-query digits record."""
-    journal = Journal.create(root / "alone.bin", {"benchmark": True}, 4, 10)
+def append_seconds(root: Path, sync: bool, n: int = 200) -> float:
+    """Mean seconds of one journal append of a 4-query digits record (``sync``: with its fsync)."""
+    journal = Journal.create(root / f"alone-{sync}.bin", {"benchmark": True}, 4, 10, sync=sync)
     outputs = np.full((4, 10), 0.1, np.float32)
     start = time.perf_counter()
     for i in range(n):
@@ -74,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     steps = -(-args.budget // 4)
-    every = max(1, -(-steps // CHECKPOINTS))
+    every = default_checkpoint_every(make_digits_env(budget=args.budget, device="cpu"))
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         root = Path(tmp)
         seconds_per_step(args.budget, None, root)  # warm-up: victim cached, kernels loaded
@@ -82,7 +81,7 @@ def main() -> None:
         for _ in range(args.repeats):
             plain.append(seconds_per_step(args.budget, None, root))
             journaled.append(seconds_per_step(args.budget, every, root))
-        append, checkpoint = append_seconds(root), checkpoint_seconds(root)
+        write, fsynced, checkpoint = append_seconds(root, False), append_seconds(root, True), checkpoint_seconds(root)
     p, j = statistics.median(plain), statistics.median(journaled)
     rows = [["not journaled (`--no-journal`)", f"{p * 1e3:.2f}", "1.00×"],
             [f"journaled, a checkpoint every {every} steps (the default)", f"{j * 1e3:.2f}", f"{j / p:.2f}×"]]
@@ -91,8 +90,10 @@ def main() -> None:
             f"attack on `Knockoff-Digits-v0` ({steps} steps of 4 queries, seed 0), journaled or not, "
             f"interleaved; median of {args.repeats} attacks each. {machine()}; load average {load:.1f} at the end.\n\n"
             + table(["attack", "ms per step", "ratio"], rows)
-            + f"\n\nOverhead {(j - p) * 1e3:.2f} ms per step. Alone: one journal append (write + fsync) "
-              f"{append * 1e3:.2f} ms; one checkpoint of the digits world's env and agent {checkpoint * 1e3:.1f} ms "
+            + f"\n\nOverhead {(j - p) * 1e3:.2f} ms per step. Alone: one journal append {write * 1e3:.3f} ms "
+              f"(write only: an in-process victim's records, fsynced before each checkpoint), {fsynced * 1e3:.2f} ms "
+              "with its fsync (a paid remote victim's, each fsynced as it arrives); one checkpoint of the digits "
+              f"world's env and agent with the journal's fsync {checkpoint * 1e3:.1f} ms "
               f"(÷ {every} steps = {checkpoint / every * 1e3:.2f} ms per step). The digits world is the worst case: "
               "its step is the cheapest, and a larger world's step costs more while the journal's record stays "
               "a few KB (the checkpoint grows with the knockoff's weights).")

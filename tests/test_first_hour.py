@@ -45,7 +45,7 @@ def test_attack_with_only_env_and_budget_runs_the_whole_attack_and_journals_it(c
     assert not summary["near_chance"] and "NEAR CHANCE" not in out
     assert summary["knockoff_accuracy"] > max(0.8, summary["knockoff_accuracy_online"])
     assert (run / "journal.bin").exists() and (run / "checkpoint.pt").exists()
-    assert json.loads((run / "attack.json").read_text())["checkpoint_every"] == 5  # 100 steps / 20
+    assert json.loads((run / "attack.json").read_text())["checkpoint_every"] == 50  # 100 steps, at least 50 apart
     assert f"knockoff attack --resume {run}" in out
 
 

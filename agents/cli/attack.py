@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import AGENTS, format_summary, make_agent, run_attack
 from .errors import INTERRUPTED
-from .journaling import CHECKPOINTS, RUNS_ENV, durable_args, kept_after_interrupt, plan_journal
+from .journaling import CHECKPOINTS, MIN_CHECKPOINT_STEPS, RUNS_ENV, durable_args, kept_after_interrupt, plan_journal
 from .options import OUTPUT_MODES, key_value, seed
 
 SB3_AGENTS = ("ppo", "a2c", "dqn", "maskable-ppo")
@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="any other env option, e.g. --env-arg data_root=~/data (repeatable; default: none)")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="steps between checkpoints of the journaled run (default: every "
-                        f"{100 // CHECKPOINTS} %% of the run's steps)")
+                        f"{100 // CHECKPOINTS} %% of the run's steps, at least {MIN_CHECKPOINT_STEPS})")
     p.add_argument("--no-journal", action="store_true",
                    help="do not journal the answers nor checkpoint: the run cannot be resumed")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted attack in RUN_DIR (default: "

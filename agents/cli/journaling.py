@@ -16,7 +16,8 @@ from ..durable import JOURNAL
 
 RUN_ARGS = "attack.json"  # the options of a durable run, read back by --resume
 RUNS_ENV = "KNOCKOFF_RUNS"  # where default run directories go (else ./runs)
-CHECKPOINTS = 20  # checkpoints per run by default: at most 5 % of the steps are replayed on resume
+CHECKPOINTS = 20  # checkpoints per run by default: at most 5 % of the steps are replayed on resume,
+MIN_CHECKPOINT_STEPS = 50  # and at least this many steps apart (each costs a write and fsyncs)
 NOT_KEPT = ("func", "parser", "resume", "json", "quiet")
 
 
@@ -68,9 +69,10 @@ def _saved_args(args, parser: argparse.ArgumentParser):
 
 
 def default_checkpoint_every(env) -> int:
-    """Steps between checkpoints: ``CHECKPOINTS`` per run (a resume replays at most that share)."""
+    """Steps between checkpoints: ``CHECKPOINTS`` per run (a resume replays at most that share), at
+    least ``MIN_CHECKPOINT_STEPS`` apart: measured by ``benchmarks/journal_cost.py``."""
     core = env.unwrapped
-    return max(1, math.ceil(math.ceil(core.budget / core.queries_per_step) / CHECKPOINTS))
+    return max(MIN_CHECKPOINT_STEPS, math.ceil(math.ceil(core.budget / core.queries_per_step) / CHECKPOINTS))
 
 
 def plan_journal(args, env, agent) -> None:

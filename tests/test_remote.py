@@ -185,7 +185,7 @@ def test_sigkill_and_resume_against_the_server(server, tmp_path):
     step) and resumes: server-charged == journal records == budget; the key is saved nowhere."""
     budget, run = 60, tmp_path / "run"
     attack = ["--budget", str(budget), "--seed", "2", "--quiet", "--checkpoint-every", "4", "--victim-url", server,
-              "--eval-via-endpoint", "--remote-arg", "client_id=killed", "--logdir", str(run)]
+              "--eval-via-endpoint", "--remote-arg", "client_id=killed", "--logdir", str(run), "--retrain-epochs", "0"]
     rng = random.Random(7)
     first, second = sorted(rng.sample(range(2, 9), 2))
     journal = run / "journal.bin"

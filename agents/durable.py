@@ -3,8 +3,11 @@
 A durable run keeps in its run directory
 
 * ``journal.bin`` — every step's (query-set indices, victim outputs, remote request id),
-  appended and fsynced as soon as the victim answers, before the knockoff learns from it
-  (:mod:`knockoff_env.journal`). It *is* the transfer set.
+  appended as soon as the victim answers, before the knockoff learns from it
+  (:mod:`knockoff_env.durability.journal`). It *is* the transfer set. A remote victim's answers
+  are paid for, so each record is fsynced at once; an in-process victim's records are fsynced
+  before every checkpoint and at the end (they survive a crash or SIGKILL of the process; a
+  power cut can lose those after the last checkpoint, which the victim answers again for free).
 * ``checkpoint.pt`` — every ``checkpoint_every`` steps, atomically: the env's state (pools
   = ``order`` + ``cursor``, env and torch RNGs, knockoff weights and momentum, reward
   window and normaliser, counters), the agent's state (preferences, baseline, RNG) and the
@@ -68,6 +71,7 @@ class DurableRun:
         self.dir, self.env, self.core, self.agent = Path(run_dir), env, env.unwrapped, agent
         self.every = checkpoint_every
         self.config = run_config(env, agent, seed)
+        self.paid = hasattr(self.core.victim, "run_id")  # a remote victim: every answer is fsynced as it arrives
         self.journal: Journal | None = None
 
     def start(self, obs, info, resume: bool):
@@ -76,10 +80,10 @@ class DurableRun:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / CURVE).unlink(missing_ok=True)
             self.journal = Journal.create(self.dir / JOURNAL, self.config, self.core.queries_per_step,
-                                          self.core.num_classes)
+                                          self.core.num_classes, sync=self.paid)
             self._attach()
             return obs, info, 0, False
-        self.journal, records = Journal.open(self.dir / JOURNAL, self.config)
+        self.journal, records = Journal.open(self.dir / JOURNAL, self.config, sync=self.paid)
         self._attach()
         step = self._restore(records)
         if step:
@@ -127,7 +131,7 @@ class DurableRun:
     def _attach(self) -> None:
         """Journal each step's answers the moment they arrive; a remote victim names its
         requests after the journal's run id, so a resumed run re-sends the same ids."""
-        if hasattr(self.core.victim, "run_id"):
+        if self.paid:
             self.core.victim.run_id = self.journal.run_id
         self.core.on_answers = self._journal_answers
 
@@ -138,6 +142,7 @@ class DurableRun:
     def checkpoint(self, step: int) -> None:
         """Every ``checkpoint_every`` steps, save env + agent state atomically."""
         if self.every and step % self.every == 0:
+            self.journal.sync()  # the checkpoint never gets ahead of the durable journal
             state = {"run.step": np.int64(step)}
             state.update({f"env.{k}": v for k, v in self.core.state_dict(transfer_set=False).items()})
             state.update({f"agent.{k}": v for k, v in self.agent.state_dict().items()})

@@ -153,15 +153,18 @@ def test_a_victim_that_stays_down_spends_nothing_and_the_step_can_be_retried(ser
     assert env.spent == 4 and usage(server, "down")["charged"] == 4
 
 
-def test_wrong_key_and_evaluation_without_permission_are_refused_before_paying(server, monkeypatch, as_client):
+def test_a_wrong_key_is_refused_and_evaluation_without_permission_asks_nothing(server, monkeypatch, as_client):
     monkeypatch.setenv("KNOCKOFF_API_KEY", "wrong")
     with pytest.raises(RemoteVictimError, match="refused the API key"):  # at once, before any step
         gym.make("Knockoff-Digits-v0", budget=40, victim=server)
     as_client("noeval")
     env = gym.make("Knockoff-Digits-v0", budget=40, victim=server)
     with pytest.raises(RemoteEvaluationError, match="--eval-via-endpoint"):
-        run_attack(env, GradientBandit(env), seed=0, progress=False)
-    assert usage(server, "noeval") == {}
+        env.unwrapped.victim.evaluation_model()
+    result = run_attack(env, GradientBandit(env), seed=0, progress=False)
+    assert usage(server, "noeval")["charged"] == 40 and usage(server, "noeval")["eval"] == 0
+    assert result["victim_accuracy"] is None and 0 <= result["knockoff_accuracy"] <= 1
+    assert set(result["not_measured"]) == {"victim_accuracy", "times_victim", "agreement"}
 
 
 def test_request_ids_are_idempotent(server, client_keys):
@@ -191,7 +194,7 @@ def test_sigkill_and_resume_against_the_server(server, client_keys, tmp_path):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     attack = ["--budget", str(budget), "--seed", "2", "--quiet", "--checkpoint-every", "4", "--victim-url", server,
-              "--eval-via-endpoint", "--logdir", str(run)]
+              "--eval-via-endpoint", "--logdir", str(run), "--retrain-epochs", "0"]
     rng = random.Random(7)
     first, second = sorted(rng.sample(range(2, 9), 2))
     journal = run / "journal.bin"

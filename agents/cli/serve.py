@@ -23,16 +23,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "of a victim checkpoint over HTTP; attack it with `knockoff attack --victim-url URL`.")
     p.add_argument("--env", default="Knockoff-Digits-v0", help="registered env id whose victim is served")
     p.add_argument("--env-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the world, as for `knockoff attack` (repeatable)")
-    p.add_argument("--output", choices=OUTPUT_MODES, help="victim output mode")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--decimals", type=int)
-    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda…")
+                   help="an option of the world, as for `knockoff attack` (repeatable; default: none)")
+    p.add_argument("--output", choices=OUTPUT_MODES, help="victim output mode (default: the world's, probs)")
+    p.add_argument("--top-k", type=int, help="classes a top_k answer keeps (default: 1)")
+    p.add_argument("--decimals", type=int, help="decimals a rounded answer keeps (default: 2)")
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda… (default: auto)")
     p.add_argument("--defence", help="applied to every answer before it leaves the server, as for "
-                                     "`knockoff attack --defence`, e.g. mad:eps=0.5")
+                                     "`knockoff attack --defence`, e.g. mad:eps=0.5 (default: none)")
     p.add_argument("--detector", help="the owner's monitor of each client's queries, e.g. prada; answers carry "
-                                      "X-Detected-At once it fires (the attacking env ends or flags the episode)")
-    p.add_argument("--victim-checkpoint", help="serve this checkpoint of `knockoff train-victim` instead of --env")
+                                      "X-Detected-At once it fires (the attacking env ends or flags the episode; default: none)")
+    p.add_argument("--victim-checkpoint", help="serve this checkpoint of `knockoff train-victim` instead of --env "
+                                                    "(default: the --env world's victim)")
     p.add_argument("--input-shape", help="C,H,W of the checkpoint's images (default: 3,S,S; 1,S,S for MNIST)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
@@ -40,15 +41,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     owner = p.add_argument_group("the owner's state and clients (see docs/serving.md)")
     owner.add_argument("--state", metavar="DIR", help="keep keys, charges, stored answers and detector states in "
                                                       "DIR/state.db (SQLite): a restart forgets nothing. Without "
-                                                      "it, all of it lives in memory and is lost at exit")
+                                                      "it (the default), all of it lives in memory and is lost at exit")
     owner.add_argument("--api-key-env", metavar="NAME",
                        help="shorthand for one owner key (every right, client name 'owner'), held in environment "
                             f"variable NAME (e.g. {DEFAULT_KEY_ENV}) and in memory only; per-client keys: "
-                            "`knockoff keys add`")
+                            "`knockoff keys add`; default: none)")
     owner.add_argument("--trust-proxy", action="store_true",
                        help="without keys, name a client by X-Forwarded-For's last entry (set by the proxy in front) "
                             "instead of the peer's address; only behind a proxy that sets it")
-    owner.add_argument("--rate-limit", type=float, metavar="QPS", help="queries per second per client (429 above)")
+    owner.add_argument("--rate-limit", type=float, metavar="QPS", help="queries per second per client (429 above; "
+                                                                                        "default: no limit)")
     owner.add_argument("--unmonitored-eval", action="store_true",
                        help="keep evaluation queries (keys with --eval) out of the detector; by default it sees them")
     owner.add_argument("--keep-answers", type=int, default=256,
@@ -66,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     limits.add_argument("--keep-alive", type=float, default=5.0, help="seconds an idle connection stays open")
     limits.add_argument("--max-connections", type=int, default=1024, help="open connections (503 above)")
     p.add_argument("--inject-faults", metavar="JSON", help="FOR TESTS ONLY: {client: {request number: fault}} "
-                                                          f"with faults {sorted(FAULTS)}")
+                                                          f"with faults {sorted(FAULTS)} (default: none)")
     p.add_argument("--fault-delay", type=float, default=FAULT_DELAY, help="FOR TESTS ONLY: a 'timeout' fault's delay")
     p.set_defaults(func=serve)
 

@@ -86,31 +86,26 @@ class KnockoffEnv(EpisodeState, gym.Env):
     defended and true answers on the eval set.
 
     ## Arguments
-    The paper's env. victim: ``nn.Module`` returning logits, a callable returning
-    probabilities, a :class:`BlackBox`, or the URL of a served victim (``"http://host:port"``,
-    see :mod:`~knockoff_env.victim.remote`; ``remote``: its options). query_set: ``(images,
-    labels)`` or a Dataset of (image, label). knockoff: ``nn.Module`` or a zero-argument factory
-    (rebuilt, under the reset seed, on each seeded reset). hierarchy: ``{coarse name: [label
-    ids]}`` (default: one node with every label). eval_set: the victim's test set, for
-    :meth:`evaluate`. budget: B, total queries (default: the whole query set).
-    queries_per_step: 4 (paper). reward: see Rewards. diversity_window: Δ = 25 (paper).
-    action_mode: see Action Space. output / top_k / decimals: the victim's output mode (paper
-    default: full probabilities). num_classes, label_names: K when it cannot be probed, names.
-    The owner's side (defence, detector, on_detection, detection_penalty): see above.
-
-    Training the knockoff. recipe (:mod:`~knockoff_env.training.recipes`): ``"auto"``
-    (default) is ``"paper"`` when ``knockoff_pretrained`` is True (paper worlds set it from
-    ``knockoff_init``), else ``"scratch"``; a name, a :class:`Recipe` or ``{"base": name, field:
-    value}``. knockoff_lr / knockoff_momentum: the online SGD step (default: the recipe's; paper
-    0.0005 and 0.5). train_online: False skips the online knockoff (as the paper's random
-    strategy, which trains only offline): the loss component is then not measured (NaN in
-    ``info``) nor rewarded.
-
-    Speed and runtime. options: an :class:`~knockoff_env.EnvOptions` (or dict) of device,
-    bf16, channels_last, fetch_workers, pin_memory, lookahead and compile_models; each is also
-    accepted as a keyword of its own (``device="cpu"``). None of them changes the attack.
-    Agents' hints reach the look-ahead through :meth:`hint`; ``info["lookahead"]`` reports its
-    hit rate.
+    - ``victim``: ``nn.Module`` returning logits, a callable returning probabilities, a :class:`BlackBox`,
+      or a served victim's URL (``"http://host:port"``; ``remote``: its options, :mod:`~knockoff_env.victim.remote`).
+    - ``query_set``: ``(images, labels)`` or a Dataset of (image, label). ``hierarchy``: ``{coarse name:
+      [label ids]}`` (default: one node with every label). ``eval_set``: the victim's test set.
+    - ``knockoff``: ``nn.Module`` or a zero-argument factory (rebuilt, under the reset seed, on each seeded reset).
+    - ``budget``: B, total queries (default: the whole query set). ``queries_per_step``: 4 (paper).
+    - ``reward``: see Rewards. ``diversity_window``: Δ = 25 (paper). ``action_mode``: see Action Space.
+    - ``output`` / ``top_k`` / ``decimals``: the victim's output mode (paper default: full probabilities).
+      ``num_classes``, ``label_names``: K when it cannot be probed, and names.
+    - The owner's side (``defence``, ``detector``, ``on_detection``, ``detection_penalty``): see above.
+    - ``recipe`` (:mod:`~knockoff_env.training.recipes`), how the knockoff is trained: ``"auto"``
+      (default) is ``"paper"`` when ``knockoff_pretrained`` is True (paper worlds set it from
+      ``knockoff_init``), else ``"scratch"``; or a name, a :class:`Recipe`, ``{"base": name, field: value}``.
+    - ``knockoff_lr`` / ``knockoff_momentum``: the online SGD step (default: the recipe's; paper 0.0005
+      and 0.5). ``train_online``: False skips the online knockoff (as the paper's random strategy,
+      which trains only offline): the loss component is then not measured (NaN in ``info``) nor rewarded.
+    - Speed and runtime, none of which changes the attack: ``options``, an :class:`~knockoff_env.EnvOptions`
+      (or dict) of device, bf16, channels_last, fetch_workers, pin_memory, lookahead and
+      compile_models; each is also accepted as a keyword of its own (``device="cpu"``). Agents'
+      hints reach the look-ahead through :meth:`hint`; ``info["lookahead"]`` reports its hit rate.
     """
 
     metadata = {"render_modes": []}
@@ -170,7 +165,8 @@ class KnockoffEnv(EpisodeState, gym.Env):
         self.train_online = bool(train_online)
         self.reward_weights = self._reward_weights(reward)
         self._knockoff_source = knockoff
-        self.recipe, self._pretrained = resolve_recipe(recipe, pretrained=knockoff_pretrained), knockoff_pretrained
+        self.knockoff_pretrained = knockoff_pretrained  # True/False/None (unknown): picks recipe="auto"
+        self.recipe = resolve_recipe(recipe, pretrained=knockoff_pretrained)
         self._precision = {"bf16": self.options.bf16, "channels_last": self.options.channels_last}
         self._compile = compile_option(self.options.compile_models, self.device)
         self.knockoff = self._online_knockoff(self.recipe.online_lr if knockoff_lr is None else knockoff_lr,
@@ -431,17 +427,16 @@ class KnockoffEnv(EpisodeState, gym.Env):
         if epochs is not None:
             overrides["epochs"] = epochs
         _, outputs = self.transfer_set.view()
+        pretrained = self.knockoff_pretrained
         return fit_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()), device=self.device,
-                           recipe=self.recipe if recipe is None else resolve_recipe(recipe,
-                                                                                    pretrained=self._pretrained),
-                           holdout=holdout, seed=seed, progress=progress, workers=workers, on_epoch=on_epoch,
-                           warn=warn, **self._precision, **overrides)
+                           recipe=self.recipe if recipe is None else resolve_recipe(recipe, pretrained=pretrained),
+                           pretrained=pretrained, holdout=holdout, seed=seed, progress=progress, workers=workers,
+                           on_epoch=on_epoch, warn=warn, **self._precision, **overrides)
 
     def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
-        """The knockoff (or ``model``) against the victim on the eval set: top-1 accuracy of both,
-        their ratio (the paper's "×victim"), agreement, per-class accuracy on the classes seen and
-        unseen in the transfer set (supplement D.2), and the defence's cost:
-        ``victim_accuracy_defended`` and ``defence_l1`` (see
+        """The knockoff (or ``model``) against the victim on the eval set: top-1 accuracy of both, their
+        ratio (the paper's "×victim"), agreement, per-class accuracy on the classes seen and unseen in
+        the transfer set (supplement D.2), the defence's cost, and ``not_measured`` (see
         :class:`~knockoff_env.training.evaluation.Evaluation`)."""
         if self.evaluation is None:
             raise RuntimeError("no eval_set was given; pass eval_set=(images, labels) or a Dataset")

@@ -1,8 +1,11 @@
 """An append-only journal of paid queries: one fixed-size, checksummed binary record per step.
 
-Queries are what an attacker pays for, so every step's answers are written and fsynced as
-soon as the victim's answer arrives, before the knockoff learns from it. The file is a data
-format, never a pickle:
+Queries are what an attacker pays for, so every step's answers are written as soon as the
+victim's answer arrives, before the knockoff learns from it, and (``sync=True``, for a paid
+victim) fsynced at once. A written record survives the process (a crash, SIGKILL); only an
+fsynced one survives the machine (a power cut). With ``sync=False`` (an in-process victim,
+whose answers cost nothing to ask again) :meth:`Journal.sync` makes the records so far durable,
+as a durable run does before every checkpoint. The file is a data format, never a pickle:
 
 * header: magic ``KOJOURN1``, then little-endian uint32 version, queries_per_step Q,
   num_classes K, config length L, the run's id (16 bytes, a UUID: remote victims derive
@@ -64,16 +67,17 @@ def _header(config: Mapping, queries_per_step: int, num_classes: int, run_id: uu
 
 
 class Journal:
-    """Appends step records to ``path`` with fsync; see the module docstring for the format."""
+    """Appends step records to ``path`` (fsynced each when ``sync``); see the module docstring."""
 
-    def __init__(self, path: Path, fd: int, dtype: np.dtype, next_seq: int, run_id: uuid.UUID):
+    def __init__(self, path: Path, fd: int, dtype: np.dtype, next_seq: int, run_id: uuid.UUID, sync: bool = True):
         self.path, self._fd, self.dtype, self.next_seq, self.run_id = path, fd, dtype, next_seq, run_id
+        self.sync_each = bool(sync)
         tear = os.environ.get(TEAR_ENV)
         self._tear_at = int(tear) if tear else None
 
     @classmethod
     def create(cls, path: str | Path, config: Mapping, queries_per_step: int, num_classes: int,
-               run_id: uuid.UUID | None = None) -> "Journal":
+               run_id: uuid.UUID | None = None, sync: bool = True) -> "Journal":
         """A new, empty journal (with a new run id unless given); refuses to overwrite an existing one."""
         path = Path(path)
         try:
@@ -84,10 +88,10 @@ class Journal:
         os.write(fd, _header(config, queries_per_step, num_classes, run_id))
         os.fsync(fd)
         fsync_dir(path.parent)
-        return cls(path, fd, record_dtype(queries_per_step, num_classes), 0, run_id)
+        return cls(path, fd, record_dtype(queries_per_step, num_classes), 0, run_id, sync)
 
     @classmethod
-    def open(cls, path: str | Path, config: Mapping) -> tuple["Journal", np.ndarray]:
+    def open(cls, path: str | Path, config: Mapping, sync: bool = True) -> tuple["Journal", np.ndarray]:
         """Reopen for appending after checking it; returns it and its whole records."""
         path = Path(path)
         if not path.exists():
@@ -113,10 +117,10 @@ class Journal:
             os.truncate(path, end)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         os.fsync(fd)
-        return cls(path, fd, dtype, whole, run_id), records
+        return cls(path, fd, dtype, whole, run_id, sync), records
 
     def append(self, indices: np.ndarray, outputs: np.ndarray, request: uuid.UUID | None = None) -> None:
-        """Write and fsync one step's (indices, victim outputs) and the id of its remote request."""
+        """Write (and, with ``sync``, fsync) one step's (indices, victim outputs) and its remote request's id."""
         n = len(indices)
         record = np.zeros(1, self.dtype)
         record["seq"], record["n"] = self.next_seq, n
@@ -133,11 +137,17 @@ class Journal:
             os.fsync(self._fd)
             os.kill(os.getpid(), signal.SIGKILL)
         os.write(self._fd, raw)
-        os.fsync(self._fd)
+        if self.sync_each:
+            os.fsync(self._fd)
         self.next_seq += 1
+
+    def sync(self) -> None:
+        """Make every record written so far durable (fsync)."""
+        os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
+            os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
 

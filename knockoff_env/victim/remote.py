@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotEvaluableError
 from .blackbox import BlackBox, VictimOutputError
 from .endpoints import register_transport
 from .wire import (AUTHORIZATION, DEFAULT_KEY_ENV, DETECTED_AT, FORMAT, PURPOSE, REPEAT, REQUEST_ID, bearer, decode,
@@ -62,7 +62,7 @@ class RemoteUnavailableError(RemoteVictimError):
         self.url, self.attempts, self.last = url, attempts, last
 
 
-class RemoteEvaluationError(ValueError):
+class RemoteEvaluationError(NotEvaluableError):
     """The remote victim's eval-set answers are needed but neither allowed nor available locally."""
 
 
@@ -259,10 +259,10 @@ class RemoteVictim(BlackBox):
                                         "--eval`), or give a local copy (remote={'local_copy': model})")
         if self.eval_via_endpoint:
             return self._evaluate
-        raise RemoteEvaluationError(f"evaluating against the remote victim {self.url} needs its answers on the eval set: "
-                           "allow evaluation queries through the endpoint (remote={'eval_via_endpoint': True}, "
-                           "--eval-via-endpoint; counted apart from the attack's queries) or give a local copy "
-                           "(remote={'local_copy': model})")
+        raise RemoteEvaluationError(
+            f"the victim at {self.url} is remote: its answers on the eval set would be paid queries",
+            "allow them with --eval-via-endpoint (remote={'eval_via_endpoint': True}; counted apart from the "
+            "attack's queries) or give a local copy of the victim (remote={'local_copy': model})")
 
     def _evaluate(self, images: torch.Tensor) -> torch.Tensor:
         chunks = []

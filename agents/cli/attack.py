@@ -12,8 +12,15 @@ from knockoff_env.victim.remote import RemoteUnavailableError
 
 from .. import AGENTS, format_summary, make_agent, run_attack
 from .errors import INTERRUPTED
-from .journaling import (CHECKPOINTS, MIN_CHECKPOINT_STEPS, RUNS_ENV, durable_args, kept_after_interrupt,
-                         plan_journal, resume_hint)
+from .journaling import (
+    CHECKPOINTS,
+    MIN_CHECKPOINT_STEPS,
+    RUNS_ENV,
+    durable_args,
+    kept_after_interrupt,
+    plan_journal,
+    resume_hint,
+)
 from .options import OUTPUT_MODES, key_value, seed
 
 SB3_AGENTS = ("ppo", "a2c", "dqn", "maskable-ppo")

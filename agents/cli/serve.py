@@ -6,8 +6,16 @@ import os
 
 import numpy as np
 
-from knockoff_env.serve import (FAULTS, Limits, VictimService, body_limit, create_app, listening_socket, parse_faults,
-                                serve_forever)
+from knockoff_env.serve import (
+    FAULTS,
+    Limits,
+    VictimService,
+    body_limit,
+    create_app,
+    listening_socket,
+    parse_faults,
+    serve_forever,
+)
 from knockoff_env.serve.faults import FAULT_DELAY
 from knockoff_env.victim import BlackBox
 from knockoff_env.victim.training import load_victim

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from dataclasses import asdict, dataclass
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 HEADER_SLACK = 4096  # the safetensors header of an images body, with room to spare
 

@@ -43,8 +43,18 @@ from torch import nn
 from ..errors import ConfigError, NotEvaluableError
 from .blackbox import BlackBox, VictimOutputError
 from .endpoints import register_transport
-from .wire import (AUTHORIZATION, DEFAULT_KEY_ENV, DETECTED_AT, FORMAT, PURPOSE, REPEAT, REQUEST_ID, bearer, decode,
-                   encode)
+from .wire import (
+    AUTHORIZATION,
+    DEFAULT_KEY_ENV,
+    DETECTED_AT,
+    FORMAT,
+    PURPOSE,
+    REPEAT,
+    REQUEST_ID,
+    bearer,
+    decode,
+    encode,
+)
 
 RETRY_STATUS = (500, 502, 503, 504)
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from knockoff_env.durability.journal import TEAR_ENV, header_size, record_dtype
@@ -48,6 +49,8 @@ def finish(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, out.decode()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # five attack processes one after the other: minutes on a loaded machine
 def test_sigkill_anywhere_resumes_to_the_same_attack(tmp_path):
     load_digits_victim()  # trained once into the session cache, which the attacks read
     reference, run = tmp_path / "reference", tmp_path / "run"

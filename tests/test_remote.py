@@ -183,6 +183,8 @@ def test_request_ids_are_idempotent(server, client_keys):
     assert httpx.post(f"{server}/query", content=images, headers={"X-Request-Id": "r-3"}).status_code == 401
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # four attack processes start one after the other: minutes on a loaded machine
 def test_sigkill_and_resume_against_the_server(server, client_keys, tmp_path):
     """3 kills (two anywhere, one halfway through a journal write, after the server charged the
     step) and resumes: server-charged == journal records == budget; the key is saved nowhere."""

@@ -81,9 +81,10 @@ class DurableRun:
         if step:
             obs, info = self.core.observe()
         done = step > 0 and (self.core.spent >= self.core.budget or not self.core.query_set.remaining().any())
-        for record in records[step:]:
-            obs, info, done = self._replay(record, obs, info, step)
-            step += 1
+        ends = np.flatnonzero(self.journal.batch_ends[step:]) + step + 1
+        for end in ends:  # batch by batch, as the victim answered them
+            obs, info, done = self._replay(records[step:end], obs, info, step)
+            step = int(end)
         return obs, info, step, done
 
     def _restore(self, records: np.ndarray) -> int:
@@ -106,19 +107,25 @@ class DurableRun:
                                   f"hold {len(self.core.transfer_set)}; the files come from different runs")
         return step
 
-    def _replay(self, record, obs, info, step: int):
-        """One journaled step through agent and env, answered from the journal, not the victim."""
-        n = int(record["n"])
-        action = self.agent.act(obs, info)
-        query = self.core.prepare(action)
-        if not np.array_equal(query.index[:n], record["indices"][:n]):  # fewer: the step the alarm cut
-            raise CheckpointError(f"replaying step {step} drew other images than the journal records: the run "
-                                  "is not reproducible here (non-deterministic kernels?), so it cannot resume")
-        self.core.victim.queries += n  # paid before the interruption
-        answers = torch.from_numpy(record["outputs"][:n].copy()).to(self.core.device)
-        obs, reward, terminated, truncated, info = self.core.learn(query, answers)
-        self.agent.update(action, reward, info)
-        return obs, info, terminated or truncated
+    def _replay(self, batch: np.ndarray, obs, info, step: int):
+        """One journaled batch of steps (one victim call) through agent and env, answered from
+        the journal, not the victim."""
+        actions, queries, answers, drawn = [], [], [], 0
+        for i, record in enumerate(batch):
+            n = int(record["n"])
+            actions.append(self.agent.act(obs, info))
+            queries.append(self.core.prepare(actions[-1], pending=drawn))
+            if not np.array_equal(queries[-1].index[:n], record["indices"][:n]):  # fewer: the step the alarm cut
+                self.core.cancel_batch(queries)
+                raise CheckpointError(f"replaying step {step + i} drew other images than the journal records: the "
+                                      "run is not reproducible here (non-deterministic kernels?), so it cannot resume")
+            drawn += len(queries[-1].index)
+            self.core.victim.queries += n  # paid before the interruption
+            answers.append(torch.from_numpy(record["outputs"][:n].copy()).to(self.core.device))
+        obs, rewards, terminated, truncated, infos = self.core.learn_batch(queries, answers)
+        for action, reward, step_info in zip(actions, rewards, infos):
+            self.agent.update(action, float(reward), step_info)
+        return obs, infos[-1], terminated or truncated
 
     def _attach(self) -> None:
         """Journal each step's answers the moment they arrive; a remote victim names its
@@ -126,14 +133,29 @@ class DurableRun:
         if hasattr(self.core.victim, "run_id"):
             self.core.victim.run_id = self.journal.run_id
         self.core.on_answers = self._journal_answers
+        self.core.on_answers_batch = self._journal_batch
 
     def _journal_answers(self, query, answers: torch.Tensor) -> None:
         requests = getattr(self.core.victim, "last_requests", None)
         self.journal.append(query.index, answers.detach().cpu().numpy(), requests[0] if requests else None)
 
-    def checkpoint(self, step: int) -> None:
-        """Every ``checkpoint_every`` steps, save env + agent state atomically."""
-        if self.every and step % self.every == 0:
+    def _journal_batch(self, queries: list, answers: list[torch.Tensor]) -> None:
+        """The steps of one victim call as one batch; each names the request of its first image."""
+        requests = getattr(self.core.victim, "last_requests", None) or []
+        host = torch.cat(answers).detach().cpu().numpy()
+        steps, offset = [], 0
+        for query in queries:
+            n = len(query.index)
+            request = requests[offset // self.core.victim.batch_size] if requests else None
+            steps.append((query.index, host[offset:offset + n], request))
+            offset += n
+        self.journal.append_batch(steps)
+
+    def checkpoint(self, step: int, since: int | None = None) -> None:
+        """Every ``checkpoint_every`` steps, save env + agent state atomically; ``since``: the step
+        count before the last batch of steps (a checkpoint is due when it crossed a multiple)."""
+        since = step - 1 if since is None else since
+        if self.every and step // self.every > since // self.every:
             state = {"run.step": np.int64(step)}
             state.update({f"env.{k}": v for k, v in self.core.state_dict(transfer_set=False).items()})
             state.update({f"agent.{k}": v for k, v in self.agent.state_dict().items()})
@@ -159,7 +181,7 @@ class DurableRun:
         return sorted(points.items())
 
     def close(self) -> None:
-        self.core.on_answers = None
+        self.core.on_answers = self.core.on_answers_batch = None
         if self.journal is not None:
             self.journal.close()
 

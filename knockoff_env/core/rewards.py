@@ -15,6 +15,8 @@ import torch
 from ..checks import is_finite_number, is_integer
 
 COMPONENTS = ("certainty", "diversity", "loss")
+PART_NAMES = [key for name in COMPONENTS for key in (name, f"{name}_normalised")]  # info["rewards"]'s order
+PART_ORDER = [i for c in range(len(COMPONENTS)) for i in (c, c + len(COMPONENTS))]
 
 
 def certainty(y: torch.Tensor) -> torch.Tensor:
@@ -75,6 +77,11 @@ class RewardFunction:
         self.buffer = torch.zeros(self.window, num_classes, device=device)
         self.reset()
 
+    def reweight(self, weights: Mapping[str, float]) -> None:
+        """New component weights (before an episode: the online knockoff was switched on or off)."""
+        self.weights = dict(weights)
+        self._total = sum(self.weights.values())
+
     def reset(self) -> None:
         self.buffer.zero_()
         self.filled = 0
@@ -102,6 +109,54 @@ class RewardFunction:
         loss = y.new_tensor(float("nan")) if loss_per_image is None else loss_per_image.mean().to(y.device, y.dtype)
         raw = torch.stack([certainty(y).mean(), diversity(y, window_mean).mean(), loss])
         return raw, window_mean
+
+    def measure_many(self, y: torch.Tensor, sizes: Sequence[int],
+                     losses: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`measure` for consecutive steps at once: ``y`` holds their answers in query order,
+        ``sizes`` the images of each, ``losses`` each step's mean loss (None: not measured).
+        Returns the (steps, 3) raw components and the window mean after the last step; each
+        step's ȳ covers the Δ queries up to its end, as step by step (summed in another order,
+        so equal to float rounding)."""
+        n, w = len(y), self.window
+        ends = torch.as_tensor(np.cumsum(sizes), device=y.device) + self.filled
+        history = torch.cat([self.buffer[(self.head - self.filled + torch.arange(self.filled, device=y.device)) % w], y])
+        sums = torch.cat([history.new_zeros(1, y.shape[1], dtype=torch.float64), history.double().cumsum(0)])
+        starts = (ends - w).clamp_min(0)
+        means = ((sums[ends] - sums[starts]) / (ends - starts)[:, None]).to(y.dtype)  # ȳ of each step
+        step = torch.repeat_interleave(torch.arange(len(sizes), device=y.device),
+                                       torch.as_tensor(sizes, device=y.device))
+        count = torch.as_tensor(sizes, device=y.device, dtype=y.dtype)
+        per_step = y.new_zeros(2, len(sizes)).index_add_(1, step, torch.stack([certainty(y), diversity(y, means[step])]))
+        loss = y.new_full((len(sizes),), float("nan")) if losses is None else losses.to(y.device, y.dtype)
+        raw = torch.cat([per_step / count, loss[None]]).T
+        last = min(n, w)  # the window as step-by-step pushes leave it: row r of y in slot (head + r) % Δ
+        self.buffer[(self.head + n - last + torch.arange(last, device=y.device)) % w] = y[n - last:]
+        self.head, self.filled = (self.head + n) % w, min(self.filled + n, w)
+        return raw, means[-1]
+
+    def score_many(self, raw: np.ndarray) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """:meth:`score` of consecutive steps from their (steps, 3) raw components: the rewards
+        and each step's components, raw and normalised (the running min-max carried through)."""
+        raw = np.asarray(raw, np.float64)
+        normalised = np.zeros_like(raw)
+        for i, name in enumerate(COMPONENTS):
+            value = raw[:, i]
+            if name not in self.weights and np.isnan(value).all():  # not measured, and not needed
+                continue
+            if not np.isfinite(value).all():
+                raise FloatingPointError(f"the {name} reward is not finite: the knockoff diverged; lower knockoff_lr")
+            low = np.minimum.accumulate(np.concatenate([[self.low[i]], value]))[1:]
+            high = np.maximum.accumulate(np.concatenate([[self.high[i]], value]))[1:]
+            self.low[i], self.high[i] = low[-1], high[-1]
+            spread = high - low
+            normalised[:, i] = np.where(spread > 0, (value - low) / np.where(spread > 0, spread, 1), 0.5)
+        if len(self.weights) == 1:
+            rewards = raw[:, COMPONENTS.index(next(iter(self.weights)))].copy()
+        else:
+            rewards = sum(w * normalised[:, COMPONENTS.index(name)] for name, w in self.weights.items()) / self._total
+        parts = [{key: float(v) for key, v in zip(PART_NAMES, row)}
+                 for row in np.concatenate([raw, normalised], 1)[:, PART_ORDER]]
+        return np.asarray(rewards, np.float64), parts
 
     def score(self, raw: np.ndarray) -> tuple[float, dict[str, float]]:
         """Step reward and every component raw and normalised, from the host copy of :meth:`measure`."""

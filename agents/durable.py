@@ -4,7 +4,8 @@ A durable run keeps in its run directory
 
 * ``journal.bin`` — every step's (query-set indices, victim outputs, remote request id),
   appended and fsynced as soon as the victim answers, before the knockoff learns from it
-  (:mod:`knockoff_env.journal`). It *is* the transfer set.
+  (:mod:`knockoff_env.durability.journal`); the steps of one victim call (a batched strategy,
+  :mod:`agents.batching`) as one atomic batch. It *is* the transfer set.
 * ``checkpoint.pt`` — every ``checkpoint_every`` steps, atomically: the env's state (pools
   = ``order`` + ``cursor``, env and torch RNGs, knockoff weights and momentum, reward
   window and normaliser, counters), the agent's state (preferences, baseline, RNG) and the
@@ -12,15 +13,16 @@ A durable run keeps in its run directory
 
 Resuming restores the last checkpoint (or, if none was written yet, the seeded reset),
 refills the transfer set from the journal records before it, then **replays** the records
-after it: the agent acts, the env steps, and the victim's answer is served from the
-journal instead of the victim. So the knockoff is retrained on the replayed records, the
+after it, batch by batch: the agent acts, the env steps, and the victim's answer is served
+from the journal instead of the victim. So the knockoff is retrained on the replayed records, the
 rewards and the agent learn from them, and the pools mark them spent, exactly as in the
 original run; on CPU the resumed run is bit-identical to an uninterrupted one. Every
 replayed step must draw exactly the journaled images, otherwise resuming stops with an
 error (it could only happen if the computation is not deterministic, e.g. some GPU kernels).
 
 The gap between a paid answer and its durable record is the write itself. A kill inside
-it loses that step's record, and the resumed run queries its images again: an in-process
+it loses that step's record (a batch's: the whole batch), and the resumed run queries its
+images again, in the same request: an in-process
 victim simply answers again; a remote victim (:mod:`knockoff_env.remote`) gets the same
 request id (derived from the journal's run id, the queries paid before and the images), so
 the server answers it from memory without charging it twice.

@@ -37,7 +37,7 @@ class RandomAgent(Agent):
         core = self.env.unwrapped
         rng = copy.deepcopy(self.rng)
         remaining = self.query_set.remaining().copy()
-        left = core.budget - core.spent
+        left = core.budget - core.spent - core.pending  # images drawn for a batch not answered yet count
         plan = []
         while len(plan) < steps and left > 0 and remaining.any():
             p = remaining.astype(np.float64)

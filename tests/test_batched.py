@@ -1,6 +1,8 @@
 """Batched steps (agents.batching, KnockoffEnv.step_batch): the random strategy's steps queried in
 batches of one victim call each give the same attack as 4-image steps, to the exact budget, with
 the journal, resume, detectors and a served victim's request limit."""
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -228,3 +230,34 @@ def test_an_attack_monitored_by_prada_is_stopped_at_the_same_query_batched_or_no
     assert batched.query_set.remaining().sum() == stepped.query_set.remaining().sum() == 160 - spent
     np.testing.assert_allclose(b_rewards, rewards, atol=1e-5)  # the penalty on the alarm's step in both
     assert min(rewards) < -4
+
+
+class PressingVictim(CountingVictim):
+    """Sends this process two SIGINTs during its first call (a second Ctrl-C mid-batch)."""
+
+    def __call__(self, images):
+        if not self.calls:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return super().__call__(images)
+
+
+def test_a_second_ctrl_c_waits_for_the_batch_in_flight_to_be_journaled(tmp_path):
+    env, victim = uneven_env(budget=40, sizes=(8,) * 6)
+    env.victim.victim = PressingVictim(victim.model)
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(env, RandomAgent(env), seed=0, logdir=tmp_path, checkpoint_every=2, progress=False, batch=12)
+    records, ends = journal(tmp_path)
+    assert len(records) == 3 and ends.tolist() == [False, False, True]  # the paid batch, whole
+    env, victim = uneven_env(budget=40, sizes=(8,) * 6)
+    result = run_attack(env, RandomAgent(env), seed=0, logdir=tmp_path, resume=True, progress=False, batch=12)
+    assert result["queries"] == 40 and sum(victim.calls) == 40 - 12  # the journaled batch is not asked again
+
+
+def test_a_second_ctrl_c_while_drawing_a_batch_gives_its_images_back(tmp_path):
+    env, victim = uneven_env(budget=40)
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(env, SigintAt(RandomAgent(env), at=3, presses=2), seed=0, logdir=tmp_path, checkpoint_every=2,
+                   progress=False)
+    assert victim.calls == [] and env.pending == 0 and env.query_set.remaining().sum() == len(env.query_set)
+    assert len(journal(tmp_path)[0]) == 0

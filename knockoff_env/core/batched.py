@@ -39,6 +39,7 @@ class BatchedSteps:
     # called with (queries, answers per step) once a batch's kept answers are known, before anything
     # learns from them; without it, on_answers is called step by step
     on_answers_batch: Callable[[list[Query], list[torch.Tensor]], None] | None = None
+    pending = 0  # images drawn by prepare_batch and not yet answered (they count against the budget)
 
     def step_batch(self, act: Callable[[], Any], max_images: int | None = None, stop_at: int | None = None):
         """Steps whose actions come from ``act()`` (None: no more), answered by one victim call.
@@ -71,7 +72,9 @@ class BatchedSteps:
                 drawn += len(queries[-1].index)
             if not queries:
                 raise ValueError("act() gave no action: a batch needs at least one step")
-            return self._with_images(queries)
+            queries = self._with_images(queries)
+            self.pending = drawn
+            return queries
         except BaseException:
             self.cancel_batch(queries)
             raise
@@ -88,6 +91,7 @@ class BatchedSteps:
 
     def cancel_batch(self, queries: list[Query]) -> None:
         """Undo :meth:`prepare_batch` when the victim never answered: the images go back to their pools."""
+        self.pending = 0
         for query in reversed(queries):
             if query.images is None:
                 self.query_set.undraw(query.position, len(query.index))
@@ -96,7 +100,7 @@ class BatchedSteps:
 
     def answer_batch(self, queries: list[Query]):
         """Query the victim once for the batch, hand the kept answers on, learn the steps."""
-        eager_check = self.device.type == "cpu"
+        eager_check, self.pending = self.device.type == "cpu", 0
         try:
             answers = self.victim(torch.cat([q.images for q in queries]), check_finite=eager_check)
         except BaseException:

@@ -302,7 +302,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         self.transfer_set.clear()
         self._last_normalised[:] = 0
         self._window_mean[:] = 0
-        self.spent = 0
+        self.spent = self.pending = 0
         self._needs_reset = False
         if self.detector is not None:
             self.detector.reset()
@@ -410,7 +410,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         """What the agent will probably do next, for the look-ahead (nothing without one):
         its label ``probabilities`` (flat order) or the ``plan`` of its next labels."""
         if self.lookahead and not self._needs_reset:
-            self.lookahead.hint(probabilities, plan, self.budget - self.spent)
+            self.lookahead.hint(probabilities, plan, self.budget - self.spent - self.pending)
 
     def close(self) -> None:
         """Stop the look-ahead's worker threads (the env stays usable, decoding on demand)."""

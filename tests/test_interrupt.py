@@ -150,6 +150,7 @@ def tiny_journal_steps(run: Path, wrapped: bool) -> int:
     """Whole records in the tiny world's journal (read back through the journal's own checks)."""
     from agents.durable import run_config
     env = make_env(budget=24)
+    env.prefer_online(False)  # as run_attack chose for the random agent
     journal, records = Journal.open(run / "journal.bin", run_config(env, tiny_agent(env, wrapped), 0))
     journal.close()
     return len(records)

@@ -161,20 +161,27 @@ class BatchedSteps:
         y = torch.cat(answers)
         losses = torch.stack([self.knockoff.step(q.images, a).mean() for q, a in zip(queries, answers)]) \
             if self.train_online else None
-        raw, window_mean = self.rewards.measure_many(y, sizes, losses)
-        k, s = self.num_classes, len(sizes)
-        host = torch.cat([raw.reshape(-1), window_mean, y.reshape(-1)]).cpu().numpy()
-        outputs = host[3 * s + k:].reshape(-1, k)
+        outputs = y.cpu().numpy()  # the batch's one device→host copy (with the losses')
         if not checked and not np.isfinite(outputs).all():
             raise_not_finite()
-        rewards, parts = self.rewards.score_many(host[:3 * s].reshape(s, 3))
+        raw, window_mean = self.rewards.measure_many(outputs, sizes, None if losses is None else losses.cpu().numpy())
+        rewards, parts = self.rewards.score_many(raw)
         if alarm_step is not None:
             rewards[alarm_step] -= self.detection_penalty
         self.transfer_set.append(np.concatenate([q.index for q in queries]), outputs)
-        self._window_mean[:] = host[3 * s:3 * s + k]
+        self._window_mean[:] = window_mean
         self._last_normalised[:] = [parts[-1][f"{c}_normalised"] for c in COMPONENTS]
-        queries_after = self.spent + np.cumsum(sizes)
-        self.spent = int(queries_after[-1])
-        infos = [{"queries": int(q), **self.step_info(query, p)} for q, query, p in zip(queries_after, queries, parts)]
+        queries_after = (self.spent + np.cumsum(sizes)).tolist()
+        self.spent = queries_after[-1]
+        infos = self._step_infos(queries, parts, queries_after)
         obs, _, terminated, truncated, infos[-1] = self._end_step(queries[-1], parts[-1], float(rewards[-1]))
         return obs, rewards, terminated, truncated, infos
+
+    def _step_infos(self, queries: list[Query], parts: list[dict], queries_after: list[int]) -> list[dict]:
+        """Each step's info: the queries spent after it, its reward components, the label queried."""
+        qs = self.query_set
+        positions = np.fromiter((q.position for q in queries), np.int64, len(queries))
+        coarse = qs.coarse_of_label[positions].tolist()
+        return [{"queries": spent, "rewards": p, "resolved": q.resolved, "label_position": q.position,
+                 "label": label, "coarse_index": c, "coarse": qs.coarse_names[c], "queries_this_step": len(q.index)}
+                for spent, p, q, label, c in zip(queries_after, parts, queries, qs.label_ids[positions].tolist(), coarse)]

@@ -381,20 +381,12 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
             or (self.detected_at is not None and self.on_detection == "terminate")
         self._needs_reset = terminated
         info = self._info(remaining)
-        info.update(self.step_info(query, parts))
+        info.update(self._step_infos([query], [parts], [self.spent])[0])
         if self.lookahead:
             if not terminated:
                 self.lookahead.refresh(self.budget - self.spent)
             info["lookahead"] = self.lookahead.stats()
         return self._observation(remaining), reward, terminated, False, info
-
-    def step_info(self, query: "Query", parts: dict[str, float]) -> dict[str, Any]:
-        """What ``info`` says of one step: its reward components, the label queried, its images."""
-        position = query.position
-        coarse = int(self.query_set.coarse_of_label[position])
-        return {"rewards": parts, "resolved": query.resolved, "label_position": position,
-                "label": int(self.query_set.label_ids[position]), "coarse_index": coarse,
-                "coarse": self.query_set.coarse_names[coarse], "queries_this_step": len(query.index)}
 
     def _shorten(self, query: "Query", n: int) -> "Query":
         """Keep the first ``n`` images of ``query``; the rest go back to their pool."""

@@ -110,27 +110,32 @@ class RewardFunction:
         raw = torch.stack([certainty(y).mean(), diversity(y, window_mean).mean(), loss])
         return raw, window_mean
 
-    def measure_many(self, y: torch.Tensor, sizes: Sequence[int],
-                     losses: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`measure` for consecutive steps at once: ``y`` holds their answers in query order,
-        ``sizes`` the images of each, ``losses`` each step's mean loss (None: not measured).
-        Returns the (steps, 3) raw components and the window mean after the last step; each
-        step's ȳ covers the Δ queries up to its end, as step by step (summed in another order,
-        so equal to float rounding)."""
-        n, w = len(y), self.window
-        ends = torch.as_tensor(np.cumsum(sizes), device=y.device) + self.filled
-        history = torch.cat([self.buffer[(self.head - self.filled + torch.arange(self.filled, device=y.device)) % w], y])
-        sums = torch.cat([history.new_zeros(1, y.shape[1], dtype=torch.float64), history.double().cumsum(0)])
-        starts = (ends - w).clamp_min(0)
-        means = ((sums[ends] - sums[starts]) / (ends - starts)[:, None]).to(y.dtype)  # ȳ of each step
-        step = torch.repeat_interleave(torch.arange(len(sizes), device=y.device),
-                                       torch.as_tensor(sizes, device=y.device))
-        count = torch.as_tensor(sizes, device=y.device, dtype=y.dtype)
-        per_step = y.new_zeros(2, len(sizes)).index_add_(1, step, torch.stack([certainty(y), diversity(y, means[step])]))
-        loss = y.new_full((len(sizes),), float("nan")) if losses is None else losses.to(y.device, y.dtype)
-        raw = torch.cat([per_step / count, loss[None]]).T
-        last = min(n, w)  # the window as step-by-step pushes leave it: row r of y in slot (head + r) % Δ
-        self.buffer[(self.head + n - last + torch.arange(last, device=y.device)) % w] = y[n - last:]
+    def measure_many(self, y: np.ndarray, sizes: Sequence[int],
+                     losses: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`measure` for consecutive steps at once, on the host: ``y`` (float32) holds their
+        answers in query order, ``sizes`` the images of each, ``losses`` each step's mean loss
+        (None: not measured). Returns the (steps, 3) raw components and the window mean after the
+        last step. Each step's ȳ covers the Δ queries up to its end, as step by step (summed in
+        another order, so equal to float rounding); the window is left as step-by-step pushes
+        leave it."""
+        n, w, k = len(y), self.window, y.shape[1]
+        slots = (self.head - self.filled + np.arange(self.filled)) % w
+        history = np.concatenate([self.buffer[torch.from_numpy(slots)].cpu().numpy(), y]) if self.filled else y
+        sums = np.zeros((len(history) + 1, k))
+        np.cumsum(history, 0, dtype=np.float64, out=sums[1:])
+        ends = np.cumsum(sizes) + self.filled
+        starts = np.maximum(ends - w, 0)
+        means = ((sums[ends] - sums[starts]) / (ends - starts)[:, None]).astype(y.dtype)  # ȳ of each step
+        first = ends - self.filled - np.asarray(sizes)
+        top2 = np.partition(y, k - 2, axis=1)[:, k - 2:]
+        per_image = np.stack([top2[:, 1] - top2[:, 0],
+                              np.maximum(y - np.repeat(means, sizes, axis=0), 0).sum(1)], 1)
+        raw = np.empty((len(sizes), 3))
+        raw[:, :2] = np.add.reduceat(per_image, first, axis=0) / np.asarray(sizes)[:, None]
+        raw[:, 2] = np.nan if losses is None else losses
+        last = min(n, w)  # row r of y goes to slot (head + r) % Δ
+        self.buffer[torch.from_numpy((self.head + n - last + np.arange(last)) % w)] = \
+            torch.from_numpy(y[n - last:]).to(self.buffer.device)
         self.head, self.filled = (self.head + n) % w, min(self.filled + n, w)
         return raw, means[-1]
 
@@ -154,8 +159,7 @@ class RewardFunction:
             rewards = raw[:, COMPONENTS.index(next(iter(self.weights)))].copy()
         else:
             rewards = sum(w * normalised[:, COMPONENTS.index(name)] for name, w in self.weights.items()) / self._total
-        parts = [{key: float(v) for key, v in zip(PART_NAMES, row)}
-                 for row in np.concatenate([raw, normalised], 1)[:, PART_ORDER]]
+        parts = [dict(zip(PART_NAMES, row)) for row in np.concatenate([raw, normalised], 1)[:, PART_ORDER].tolist()]
         return np.asarray(rewards, np.float64), parts
 
     def score(self, raw: np.ndarray) -> tuple[float, dict[str, float]]:

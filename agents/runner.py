@@ -98,7 +98,7 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
 
 FINAL = ("knockoff_accuracy", "times_victim", "agreement", "seen_classes", "unseen_classes", "seen_class_accuracy",
          "unseen_class_accuracy")  # of the reported knockoff: retrained if asked, else the online one
-VICTIM = ("victim_accuracy", "victim_accuracy_defended", "defence_l1")  # from the final evaluation without an online one
+VICTIM = ("victim_accuracy", "victim_accuracy_defended", "defence_l1")  # from the final evaluation, if no online one
 NO_EVAL = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None}
 
 

@@ -59,7 +59,8 @@ def query_set(tile: int):
     return images.repeat(tile, 1, 1, 1), labels.repeat(tile), hierarchy
 
 
-def run_art(strategy: str, budget: int, epochs: int, seed: int, tile: int, query_batch: int = ART_QUERY_BATCH) -> dict:
+def run_art(strategy: str, budget: int, epochs: int, seed: int, tile: int,
+            query_batch: int = ART_QUERY_BATCH) -> dict:
     """ART's attack; the final ``fit`` is timed apart from the query phase."""
     KnockoffNets, PyTorchClassifier = art_or_exit()
     victim, _ = load_digits_victim()
@@ -114,18 +115,30 @@ RUNS = {("random", "ART"): lambda *a: run_art("random", *a),
         ("random", SAME_BATCH): lambda *a: run_art("random", *a, query_batch=OUR_BATCH),
         ("random", "ours"): lambda *a: run_ours("random", *a),
         ("random", "ours, 4-image steps"): lambda *a: run_ours("random", *a, batch=False),
-        ("adaptive", "ART"): lambda *a: run_art("adaptive", *a), ("adaptive", "ours"): lambda *a: run_ours("adaptive", *a)}
+        ("adaptive", "ART"): lambda *a: run_art("adaptive", *a),
+        ("adaptive", "ours"): lambda *a: run_ours("adaptive", *a)}
 
 
-def measure(tile: int, budget: int, epochs: int, seeds: list[int]) -> dict:
+def measure(tile: int, budget: int, epochs: int, seeds: list[int], repeats: int) -> dict:
     """Every attack of :data:`RUNS` on one query-set size, seed by seed, interleaved (so that a
-    change in the machine's load falls on all of them alike); means and spreads over seeds."""
+    change in the machine's load falls on all of them alike): means and spreads over seeds. The
+    random attacks' query phases (a fraction of a second, easily disturbed by other jobs) are also
+    timed in ``repeats`` more interleaved rounds with one offline epoch, and reported as the median
+    of all their runs."""
     runs: dict = {key: [] for key in RUNS}
     for seed in seeds:
         for key, run in RUNS.items():
             runs[key].append(run(budget, epochs, seed, tile))
-    return {key: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs])))
-                  for k in rs[0]} for key, rs in runs.items()}
+    out = {key: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))) for k in rs[0]}
+           for key, rs in runs.items()}
+    query = {key: [r["query_seconds"] for r in rs] for key, rs in runs.items()}
+    for i in range(repeats):
+        for key, run in RUNS.items():
+            if key[0] == "random":
+                query[key].append(run(budget, 1, seeds[i % len(seeds)], tile)["query_seconds"])
+    for key, times in query.items():
+        out[key]["query_seconds"] = (float(np.median(times)), float(len(times)))
+    return out
 
 
 def rows_and_note(m: dict, images: int) -> tuple[list[list[str]], str]:
@@ -141,11 +154,11 @@ def rows_and_note(m: dict, images: int) -> tuple[list[list[str]], str]:
                      f"{r['victim_calls'][0]:.0f}" if ours else ""])
     q = {key: r["query_seconds"][0] for key, r in m.items()}
     random, adaptive = q["random", "ours"], q["adaptive", "ours"]
-    note = (f"{images:,} images: our random query phase {random * 1e3:.1f} ms against ART's {q['random', 'ART'] * 1e3:.1f} ms "
-            f"({q['random', 'ART'] / random:.2f}×) and {q['random', SAME_BATCH] * 1e3:.1f} ms with ART's victim batches "
-            f"as large as ours ({q['random', SAME_BATCH] / random:.2f}×); 4-image steps {q['random', 'ours, 4-image steps'] * 1e3:.1f} ms; "
-            f"our adaptive query phase {adaptive * 1e3:.1f} ms ({adaptive / random:.1f}× random's), ART's "
-            f"{q['adaptive', 'ART'] * 1e3:.1f} ms.")
+    art, same, steps = q["random", "ART"], q["random", SAME_BATCH], q["random", "ours, 4-image steps"]
+    note = (f"{images:,} images: our random query phase {random * 1e3:.1f} ms against ART's {art * 1e3:.1f} ms "
+            f"({art / random:.2f}×) and {same * 1e3:.1f} ms with ART's victim batches as large as ours "
+            f"({same / random:.2f}×); 4-image steps {steps * 1e3:.1f} ms; our adaptive query phase "
+            f"{adaptive * 1e3:.1f} ms ({adaptive / random:.1f}× random's), ART's {q['adaptive', 'ART'] * 1e3:.1f} ms.")
     return rows, note
 
 
@@ -156,6 +169,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--tiles", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--threads", type=int, help="torch threads for both attacks (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=5, help="more timings of the random query phases")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,17 +179,18 @@ def main() -> None:
     rows, notes, loads = [], [], [os.getloadavg()[0]]
     size = len(digits_query_set()[1])
     for tile in args.tiles:
-        more, note = rows_and_note(measure(tile, args.budget, args.epochs, args.seeds), size * tile)
+        more, note = rows_and_note(measure(tile, args.budget, args.epochs, args.seeds, args.repeats), size * tile)
         rows += more
         notes.append(note)
         loads.append(os.getloadavg()[0])
         print(note)
     command = (f"python -m benchmarks.vs_art --budget {args.budget} --epochs {args.epochs} --seeds "
-               f"{' '.join(map(str, args.seeds))} --tiles {' '.join(map(str, args.tiles))}"
+               f"{' '.join(map(str, args.seeds))} --tiles {' '.join(map(str, args.tiles))} --repeats {args.repeats}"
                + (f" --threads {args.threads}" if args.threads else ""))
     body = (f"`{command}` — {machine()}; load average {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} "
             "cores (other jobs ran beside it); digits world (its query set repeated `tile` times), CPU, means "
-            "(± standard deviation of the accuracy) over seeds, the attacks of each seed interleaved.\n\n"
+            "(± standard deviation of the accuracy) over seeds, the attacks of each seed interleaved; the query "
+            f"phases of the random attacks are medians over {len(args.seeds) + args.repeats} interleaved runs.\n\n"
             + table(["query images", "strategy", "attack", "knockoff acc.", "total s", "query-phase s",
                      "speed-up (total)", "speed-up (query phase)", "victim calls"], rows)
             + "\n\nSpeed-ups are against ART as this benchmark configures it (first row of each strategy). Both "
@@ -189,7 +204,8 @@ def main() -> None:
               "with a `RandomAgent` and no option: no online knockoff, and its 4-image steps queried in batches "
               f"of the victim's `batch_size` ({OUR_BATCH}), one victim call each (`agents.batching`); \"ours, "
               "4-image steps\" is the same attack with `batch=False`, one victim call per step. The victim's "
-              f"forward passes dominate both random query phases; ours adds its {-(-args.budget // 4)} steps' draws and "
+              f"forward passes dominate both random query phases; ours adds its {-(-args.budget // 4)} steps' "
+              "draws and "
               "bookkeeping.\n\n"
             + " ".join(notes)
             + " Our adaptive query phase stays near its floor, the two models' own time (see env_overhead), "

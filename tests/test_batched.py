@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents import GradientBandit, RandomAgent, make_agent, run_attack
+from agents import GradientBandit, RandomAgent, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.durability.journal import Journal
 from knockoff_env.victim.detectors import PRADA
 
-from conftest import LinearNet, tiny_world
+from conftest import LinearNet
 from test_detectors import seeds_world, synthetic_stream
 from test_interrupt import SigintAt
 
@@ -261,3 +261,18 @@ def test_a_second_ctrl_c_while_drawing_a_batch_gives_its_images_back(tmp_path):
                    progress=False)
     assert victim.calls == [] and env.pending == 0 and env.query_set.remaining().sum() == len(env.query_set)
     assert len(journal(tmp_path)[0]) == 0
+
+
+def test_an_online_curve_is_evaluated_at_the_same_queries_batched_or_not(make_env):
+    curves = {}
+    for batch in (False, None):
+        env = make_env(budget=30)
+        result = run_attack(env, RandomAgent(env), seed=0, progress=False, eval_every=8, batch=batch)
+        curves[batch] = result["accuracy_curve"], result["agreement_curve"], result["victim_calls"]
+        assert env.train_online  # the curve asked for the online knockoff
+    points = [q for q, _ in curves[False][0]]
+    assert [q for q, _ in curves[None][0]] == points and len(points) == 4  # the first steps past 8, 16, 24; the end
+    assert all(8 * i <= q < 8 * i + 4 for i, q in enumerate(points[:3], 1)) and points[-1] == 30
+    np.testing.assert_allclose([a for _, a in curves[None][0]], [a for _, a in curves[False][0]], atol=0.05)
+    assert [c[0] for c in curves[None][1]] == [c[0] for c in curves[False][1]]
+    assert curves[None][2] < curves[False][2]  # batches end at each evaluation: 4 calls, not 8 steps

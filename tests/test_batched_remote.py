@@ -12,7 +12,8 @@ from knockoff_env.serve import VictimService
 
 from conftest import LinearNet, tiny_world
 from test_durability_kill import journal_steps
-from test_remote import AlarmAt, cli, digits_expected, server, serving, usage  # noqa: F401 (server: a fixture)
+from test_remote import AlarmAt, cli, digits_expected, serving, usage
+from test_remote import server  # noqa: F401 (a fixture)
 
 
 def served_attack(max_batch: int, detector=None, budget: int = 30):

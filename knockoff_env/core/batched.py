@@ -182,6 +182,7 @@ class BatchedSteps:
         qs = self.query_set
         positions = np.fromiter((q.position for q in queries), np.int64, len(queries))
         coarse = qs.coarse_of_label[positions].tolist()
+        labels = qs.label_ids[positions].tolist()
         return [{"queries": spent, "rewards": p, "resolved": q.resolved, "label_position": q.position,
                  "label": label, "coarse_index": c, "coarse": qs.coarse_names[c], "queries_this_step": len(q.index)}
-                for spent, p, q, label, c in zip(queries_after, parts, queries, qs.label_ids[positions].tolist(), coarse)]
+                for spent, p, q, label, c in zip(queries_after, parts, queries, labels, coarse)]

@@ -90,8 +90,8 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
     probabilities, a :class:`BlackBox`, or the URL of a served victim (``"http://host:port"``,
     see :mod:`~knockoff_env.victim.remote`; ``remote``: its options). query_set: ``(images,
     labels)`` or a Dataset of (image, label). knockoff: ``nn.Module`` or a zero-argument factory
-    (rebuilt, under the reset seed, on each seeded reset). hierarchy: ``{coarse name: [label
-    ids]}`` (default: one node with every label). eval_set: the victim's test set, for
+    (rebuilt, under the reset seed, on each seeded reset when it trains online). hierarchy:
+    ``{coarse name: [label ids]}`` (default: one node with every label). eval_set: the victim's test set, for
     :meth:`evaluate`. budget: B, total queries (default: the whole query set).
     queries_per_step: 4 (paper). reward: see Rewards. diversity_window: Δ = 25 (paper).
     action_mode: see Action Space. output / top_k / decimals: the victim's output mode (paper
@@ -292,7 +292,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             torch.manual_seed(seed)
-            if not isinstance(self._knockoff_source, nn.Module):  # a factory: a fresh knockoff under the seed
+            if not isinstance(self._knockoff_source, nn.Module) and self.train_online:  # a fresh one under the seed
                 self.knockoff = self._online_knockoff(self.knockoff.lr, self.knockoff.momentum)
         self.knockoff.reset()
         if self.lookahead:

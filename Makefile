@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
 
-.PHONY: attack test clean
+.PHONY: attack test docs clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +12,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 attack: $(VENV)/.installed
-	$(VENV)/bin/knockoff attack --env Knockoff-Digits-v0 --agent adaptive --seed 0 --eval-every 100 --retrain-epochs 30 --logdir runs/digits-adaptive
+	$(VENV)/bin/knockoff attack --env Knockoff-Digits-v0 --agent adaptive --seed 0 --eval-every 100
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+docs: $(VENV)/.installed   # the documentation site, into site/ (`.venv/bin/mkdocs serve` to read it live)
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -2,7 +2,8 @@
 from .base import Agent, action_for
 from .gradient_bandit import GradientBandit
 from .random_agent import RandomAgent
-from .runner import format_summary, run_attack
+from .runner import run_attack
+from .summary import format_summary
 
 __all__ = ["Agent", "GradientBandit", "RandomAgent", "action_for", "run_attack", "format_summary", "make_agent",
            "AGENTS"]

@@ -3,9 +3,12 @@
 A durable run keeps in its run directory
 
 * ``journal.bin`` — every step's (query-set indices, victim outputs, remote request id),
-  appended and fsynced as soon as the victim answers, before the knockoff learns from it
+  appended as soon as the victim answers, before the knockoff learns from it
   (:mod:`knockoff_env.durability.journal`); the steps of one victim call (a batched strategy,
-  :mod:`agents.batching`) as one atomic batch. It *is* the transfer set.
+  :mod:`agents.batching`) as one atomic batch. It *is* the transfer set. A remote victim's answers
+  are paid for, so each record (each batch) is fsynced at once; an in-process victim's records are
+  fsynced before every checkpoint and at the end (they survive a crash or SIGKILL of the process; a
+  power cut can lose those after the last checkpoint, which the victim answers again for free).
 * ``checkpoint.pt`` — every ``checkpoint_every`` steps, atomically: the env's state (pools
   = ``order`` + ``cursor``, env and torch RNGs, knockoff weights and momentum, reward
   window and normaliser, counters), the agent's state (preferences, baseline, RNG) and the
@@ -25,7 +28,8 @@ it loses that step's record (a batch's: the whole batch), and the resumed run qu
 images again, in the same request: an in-process
 victim simply answers again; a remote victim (:mod:`knockoff_env.remote`) gets the same
 request id (derived from the journal's run id, the queries paid before and the images), so
-the server answers it from memory without charging it twice.
+the server answers it from its kept answers (which `--state DIR` keeps across a server restart)
+without charging it twice.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from knockoff_env.durability.run_dir import is_json
 
 JOURNAL, CHECKPOINT, CURVE = "journal.bin", "checkpoint.pt", "accuracy_curve.jsonl"
 AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step")
+REMOTE = "served victim"  # a victim URL in a run's configuration: where it is served is not part of the attack
 
 
 def run_config(env, agent, seed: int) -> dict:
@@ -49,6 +54,8 @@ def run_config(env, agent, seed: int) -> dict:
     core = env.unwrapped
     spec = getattr(env, "spec", None) or getattr(core, "spec", None)
     kwargs = {k: v for k, v in (spec.kwargs if spec else {}).items() if is_json(v)}
+    if isinstance(kwargs.get("victim"), str) and "://" in kwargs["victim"]:
+        kwargs["victim"] = REMOTE  # the attack does not change when its server moves (`--resume --victim-url`)
     return {**core.durable_config(), "env_id": spec.id if spec else None, "env_kwargs": kwargs,
             "agent": type(agent).__name__, "seed": seed,
             "agent_options": {k: getattr(agent, k) for k in AGENT_OPTIONS if hasattr(agent, k)}}
@@ -66,6 +73,7 @@ class DurableRun:
         self.dir, self.env, self.core, self.agent = Path(run_dir), env, env.unwrapped, agent
         self.every = checkpoint_every
         self.config = run_config(env, agent, seed)
+        self.paid = hasattr(self.core.victim, "run_id")  # a remote victim: every answer is fsynced as it arrives
         self.journal: Journal | None = None
 
     def start(self, obs, info, resume: bool):
@@ -74,10 +82,10 @@ class DurableRun:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / CURVE).unlink(missing_ok=True)
             self.journal = Journal.create(self.dir / JOURNAL, self.config, self.core.queries_per_step,
-                                          self.core.num_classes)
+                                          self.core.num_classes, sync=self.paid)
             self._attach()
             return obs, info, 0, False
-        self.journal, records = Journal.open(self.dir / JOURNAL, self.config)
+        self.journal, records = Journal.open(self.dir / JOURNAL, self.config, sync=self.paid)
         self._attach()
         step = self._restore(records)
         if step:
@@ -132,7 +140,7 @@ class DurableRun:
     def _attach(self) -> None:
         """Journal each step's answers the moment they arrive; a remote victim names its
         requests after the journal's run id, so a resumed run re-sends the same ids."""
-        if hasattr(self.core.victim, "run_id"):
+        if self.paid:
             self.core.victim.run_id = self.journal.run_id
         self.core.on_answers = self._journal_answers
         self.core.on_answers_batch = self._journal_batch
@@ -158,6 +166,7 @@ class DurableRun:
         count before the last batch of steps (a checkpoint is due when it crossed a multiple)."""
         since = step - 1 if since is None else since
         if self.every and step // self.every > since // self.every:
+            self.journal.sync()  # the checkpoint never gets ahead of the durable journal
             state = {"run.step": np.int64(step)}
             state.update({f"env.{k}": v for k, v in self.core.state_dict(transfer_set=False).items()})
             state.update({f"agent.{k}": v for k, v in self.agent.state_dict().items()})

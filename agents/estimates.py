@@ -2,11 +2,12 @@
 (each image scored before it is learnt) and the verdict when it stays near chance."""
 from __future__ import annotations
 
+import numpy as np
+
+from knockoff_env.training.advice import online_advice
 from knockoff_env.training.estimate import chance_agreement, is_near_chance, near_chance_advice, warn_near_chance
 
 ESTIMATE_WINDOW = 0.2  # without eval_every, the online estimate covers this last share of the budget
-ONLINE_ADVICE = ("a larger knockoff_lr, or recipe='scratch' if the knockoff starts from random weights "
-                 "(its loss reward is noise until then); retraining offline (retrain_epochs / --retrain-epochs)")
 
 
 def online_agreement(core, queries: int, curve: list, log, bar) -> None:
@@ -32,8 +33,10 @@ def online_judgement(core, agreement_curve: list, retraining: bool) -> dict:
                 "near_chance": False, "advice": ""}
     _, value, scored = agreement_curve[-1]
     near = is_near_chance(value, chance, scored)
-    advice = near_chance_advice("online", value, chance, ONLINE_ADVICE) if near else ""
+    tips = online_advice(core.recipe, core.knockoff_pretrained, core.knockoff.lr, len(outputs), core.num_classes,
+                         len(np.unique(outputs.argmax(1))), retraining) if near else ""
     if near and not retraining:
-        warn_near_chance("online", value, chance, ONLINE_ADVICE)
+        warn_near_chance("online", value, chance, tips)
     return {"online_heldout_agreement": value, "heldout_chance": chance, "online_near_chance": near,
-            "near_chance": near and not retraining, "advice": advice if not retraining else ""}
+            "near_chance": near and not retraining, "online_advice": tips,
+            "advice": near_chance_advice("online", value, chance, tips) if near and not retraining else ""}

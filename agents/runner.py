@@ -23,7 +23,7 @@ REWARD_POINTS = 1000  # reward points logged per episode (each the mean of its b
 
 
 def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, eval_every: int | None = None,
-               retrain_epochs: int = 0, progress: bool = True, retrain_kwargs: dict | None = None,
+               retrain_epochs: int | None = 0, progress: bool = True, retrain_kwargs: dict | None = None,
                checkpoint_every: int | None = None, resume: bool = False, train_online: bool | None = None,
                batch: bool | int | None = None) -> dict:
     """Play one episode to the budget and report the attack.
@@ -37,9 +37,11 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         eval_every: evaluate the online knockoff every this many queries (and at the end): its
             accuracy on the eval set when there is one, and always its held-out agreement with
             the victim (each image scored before the knockoff learnt it: the attacker's estimate).
-        retrain_epochs: > 0 retrains a fresh knockoff on the transfer set (phase b, the env's
-            recipe; ``retrain_kwargs`` override any recipe field or ``holdout``) and reports its
-            accuracy as ``knockoff_accuracy`` and its held-out agreement as ``heldout_agreement``.
+        retrain_epochs: > 0 retrains a fresh knockoff on the transfer set for that many epochs
+            (phase b, the env's recipe; ``retrain_kwargs`` override any recipe field or
+            ``holdout``), None for the recipe's own epochs (the paper's whole attack; what
+            ``knockoff attack`` does by default), 0 not at all. The retrained knockoff's accuracy
+            is reported as ``knockoff_accuracy`` and its held-out agreement as ``heldout_agreement``.
         checkpoint_every: journal every step into ``logdir`` and checkpoint every this many
             steps, so that an interrupted attack can be resumed (see :mod:`agents.durable`).
         resume: continue the interrupted attack journaled in ``logdir`` (same env, agent, seed).
@@ -64,28 +66,28 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         ``near_chance`` (the final knockoff's held-out agreement is near a constant guess's;
         ``advice`` says what to try), ``heldout_agreement`` and ``best_epoch`` after retraining…
         Without an eval set the accuracy fields are None and only the attacker's estimates remain.
+        A remote victim that may not be asked about the eval set (no ``eval_via_endpoint``, no
+        local copy) leaves ``victim_accuracy``, ``times_victim`` and ``agreement`` None, named with
+        the reason in ``not_measured``; the knockoff's accuracy needs only the eval set's labels.
     """
     start = time.perf_counter()
-    _check_options(seed, eval_every, checkpoint_every, resume, logdir)
+    _check_options(seed, eval_every, checkpoint_every, resume, logdir, retrain_epochs)
     core = env.unwrapped
     choose_online(core, agent, train_online, eval_every, logdir if resume else None)
     durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None
-    if core.eval_set is not None:  # a remote victim that cannot be evaluated says so before any query
-        core.victim.evaluation_model()
     episode = Episode(env, agent, seed, logdir, eval_every, durable, resume, batch_images(core, agent, batch))
     episode.play(progress)
     if durable:
         durable.close()
-    if episode.interrupted:
-        retrain_epochs = 0  # the user asked to stop: wrap up what was paid for, train nothing new
-    result, online = episode.online_result(retraining=bool(retrain_epochs))
+    retraining = retrain_epochs != 0 and not episode.interrupted  # an interrupted run trains nothing new
+    result, online = episode.online_result(retraining=retraining)
     result["attack_seconds"] = time.perf_counter() - start
     final, model = online, core.knockoff.model
-    if retrain_epochs:
+    if retraining:
         model, final = _retrain(core, episode.log, seed, retrain_epochs, progress, retrain_kwargs or {}, result)
     result.update({k: final.get(k) for k in FINAL})
     result.update({k: final.get(k) for k in VICTIM if result[k] is None})  # no online knockoff was evaluated
-    result.update(retrained=bool(retrain_epochs), seconds=time.perf_counter() - start)
+    result.update(retrained=retraining, seconds=time.perf_counter() - start)
     if hasattr(core.victim, "ledger"):  # a remote victim: what the attack paid the server
         result["ledger"] = core.victim.ledger()
     if episode.log:
@@ -97,12 +99,16 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
 
 
 FINAL = ("knockoff_accuracy", "times_victim", "agreement", "seen_classes", "unseen_classes", "seen_class_accuracy",
-         "unseen_class_accuracy")  # of the reported knockoff: retrained if asked, else the online one
+         "unseen_class_accuracy", "not_measured")  # of the reported knockoff: retrained if asked, else the online one
 VICTIM = ("victim_accuracy", "victim_accuracy_defended", "defence_l1")  # from the final evaluation, if no online one
-NO_EVAL = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None}
+NO_EVAL = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None,
+           "not_measured": {}}
 
 
-def _check_options(seed, eval_every, checkpoint_every, resume, logdir) -> None:
+def _check_options(seed, eval_every, checkpoint_every, resume, logdir, retrain_epochs) -> None:
+    if retrain_epochs is not None and (not is_integer(retrain_epochs) or retrain_epochs < 0):
+        raise ConfigError(f"retrain_epochs={retrain_epochs!r} is not a number of epochs",
+                          "give a positive number, None for the recipe's epochs, or 0 to skip the offline phase")
     if not is_integer(seed) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
     if eval_every is not None and (not is_integer(eval_every) or eval_every < 0):
@@ -112,7 +118,7 @@ def _check_options(seed, eval_every, checkpoint_every, resume, logdir) -> None:
         raise ValueError("checkpoint_every/resume need logdir, the run directory for the journal and checkpoints")
 
 
-def _retrain(core, log, seed: int, epochs: int, progress: bool, kwargs: dict, result: dict) -> tuple:
+def _retrain(core, log, seed: int, epochs: int | None, progress: bool, kwargs: dict, result: dict) -> tuple:
     """Phase (b): a fresh knockoff trained on the transfer set; (model, its evaluation)."""
     on_epoch = (lambda record: log.retrain_epoch(record)) if log else None
     fit = core.fit(epochs=epochs, seed=seed, progress=progress, on_epoch=on_epoch, **kwargs)
@@ -241,49 +247,3 @@ class Episode:
                   "agreement_curve": self.agreement_curve, "recipe": core.recipe.name}
         result.update(online_judgement(core, self.agreement_curve, retraining))
         return result, online
-
-
-def format_summary(result: dict) -> str:
-    """The short summary printed after an attack; a fit near chance is said loudly."""
-    def number(key: str) -> str:
-        value = result.get(key)
-        return "n/a (no eval set)" if value is None else f"{value:.4f}"
-    lines = [f"victim accuracy   {number('victim_accuracy')}"]
-    if result.get("knockoff_accuracy") is not None:
-        online = result.get("knockoff_accuracy_online")
-        lines.append(f"knockoff accuracy {result['knockoff_accuracy']:.4f}  ({result['times_victim']:.2f}× victim"
-                     f"{', retrained' if result.get('retrained') else ''}; "
-                     + ("no online knockoff)" if online is None else f"online {online:.4f})"))
-        lines.append(f"agreement         {result['agreement']:.4f}  (on the eval set)")
-    if result.get("retrained"):
-        lines.append(f"held-out agreement {result['heldout_agreement']:.4f}  (attacker's estimate: "
-                     f"{result['heldout_size']} held-out transfer queries; chance {result['heldout_chance']:.2f}; "
-                     f"recipe {result['recipe']}, best epoch {result['best_epoch']}/{result['retrain_epochs']})")
-    elif result.get("online_heldout_agreement") is not None:
-        lines.append(f"held-out agreement {result['online_heldout_agreement']:.4f}  (online knockoff, each query "
-                     f"scored before it was learnt; chance {result['heldout_chance']:.2f})")
-    if result.get("defence"):
-        lines.append(f"under defence     victim accuracy {number('victim_accuracy_defended')}, mean L1 "
-                     f"{number('defence_l1')}  ({result['defence']})")
-    if result.get("detector"):
-        alarm = result.get("detected_at")
-        lines.append(f"detector          {result['detector']}: "
-                     + ("no alarm" if alarm is None else f"alarm at query {alarm}"))
-    lines += [f"queries           {result['queries']}", f"seconds           {result['seconds']:.1f}"]
-    if "ledger" in result:
-        lines.append(format_ledger(result["ledger"]))
-    if result.get("near_chance"):
-        lines.append(f"WARNING: NEAR CHANCE: {result['advice']}")
-    elif result.get("retrained") and result.get("online_near_chance"):
-        lines.append(f"note: the online knockoff stayed near chance (held-out agreement "
-                     f"{result['online_heldout_agreement']:.2f}, chance {result['heldout_chance']:.2f}), so its "
-                     "loss reward carried little signal; a larger knockoff_lr may help an adaptive agent")
-    return "\n".join(lines)
-
-
-def format_ledger(ledger: dict) -> str:
-    """A remote victim's ledger as summary lines."""
-    cost = "" if ledger.get("cost") is None else f"; cost {ledger['cost']:.4g} (+{ledger['eval_cost']:.4g} evaluation)"
-    return (f"paid              {ledger['queries']} queries in {ledger['requests']} requests ({ledger['retries']} "
-            f"retries, {ledger['repeats']} answered again for free), {ledger['seconds_waiting']:.1f} s waiting{cost}\n"
-            f"evaluation        {ledger['eval_queries']} queries through the endpoint")

@@ -31,9 +31,10 @@ from .results import machine, table, write_section
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(*args: str) -> tuple[subprocess.Popen, str]:
+    """``knockoff serve --port 0 ARGS`` of the digits world in a subprocess; (process, URL)."""
     load_digits_victim()  # cached before the server needs it
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "serve", "--port", "0"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "serve", "--port", "0", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # as this process: one torch thread
     line = proc.stdout.readline()
@@ -73,7 +74,7 @@ def main() -> None:
     proc, url = start_server()
     try:
         local = make_digits_env(budget=1000, device="cpu")
-        remote = make_digits_env(budget=1000, device="cpu", victim=url, remote={"client_id": "benchmark"})
+        remote = make_digits_env(budget=1000, device="cpu", victim=url, remote={})
         rows = []
         local_s, remote_s = interleaved(stepper(local), stepper(remote), args.steps)
         rows.append(row("env step", 4, args.steps, local_s, remote_s))

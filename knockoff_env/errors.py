@@ -35,3 +35,8 @@ class DeviceError(ConfigError):
 
 class DamagedFileError(KnockoffError, ValueError):
     """A file that cannot be read as what it should be: damaged, truncated, or not the project's."""
+
+
+class NotEvaluableError(ConfigError):
+    """The victim's answers on the eval set cannot be had without a cost the user has not allowed
+    (a remote victim: they would be paid queries). What needs no victim query is still measured."""

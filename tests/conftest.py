@@ -15,9 +15,14 @@ if os.environ.get("CI"):
 
 @pytest.fixture(autouse=True, scope="session")
 def _digits_cache(tmp_path_factory):
-    """Train the digits victim once per test session, in a temporary cache."""
+    """Train the digits victim once per test session, in a temporary cache; the default run
+    directories of `knockoff attack` go to a temporary folder too, not into the repository."""
     mp = pytest.MonkeyPatch()
     mp.setenv("KNOCKOFF_CACHE", str(tmp_path_factory.mktemp("knockoff_cache")))
+    mp.setenv("KNOCKOFF_RUNS", str(tmp_path_factory.mktemp("knockoff_runs")))
+    # the CLI and server subprocesses use one torch thread, as this process does: on a machine busy
+    # with other work, two threads per process wait on each other (a 400-query attack took minutes)
+    mp.setenv("OMP_NUM_THREADS", "1")
     yield
     mp.undo()
 

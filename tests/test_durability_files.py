@@ -179,5 +179,7 @@ def test_runner_resume_in_process(make_env, tmp_path):
 def test_cli_refuses_bad_durability_options(tmp_path, capsys):
     assert main(["attack", "--resume", str(tmp_path / "nothing"), "--quiet"]) == 2
     assert "--resume needs a run directory" in capsys.readouterr().err
-    assert main(["attack", "--checkpoint-every", "5", "--quiet", "--budget", "40"]) == 2
-    assert "--checkpoint-every needs --logdir" in capsys.readouterr().err
+    assert main(["attack", "--no-journal", "--checkpoint-every", "5", "--quiet", "--budget", "40"]) == 2
+    assert "--no-journal turns off; drop one" in capsys.readouterr().err
+    assert main(["attack", "--no-journal", "--resume", str(tmp_path), "--quiet"]) == 2
+    assert "drop --no-journal" in capsys.readouterr().err

@@ -51,9 +51,27 @@ def test_env_scalar_options_are_checked(option, value):
         assert option in str(err) or {"diversity_window": "Δ", "top_k": "top_k"}.get(option, "?") in str(err)
         return
     env.reset(seed=0)
-    env.step(env.action_space.sample())
-    if option == "budget" and value is not None:
+    *_, info = env.step(env.action_space.sample())
+    if value is None:  # the option's default
+        return
+    answers = env.transfer_set.view()[1]
+    if option == "budget":
         assert 1 <= env.budget == value <= 30
+    elif option == "queries_per_step":
+        pool = env.query_set.pool_sizes[info["label_position"]]  # a label with fewer images gives what it has
+        assert env.queries_per_step == value and info["queries_this_step"] == min(value, env.budget, pool)
+    elif option == "diversity_window":
+        assert env.rewards.window == min(value, env.budget)  # a window longer than the budget is the budget
+    elif option in ("knockoff_lr", "knockoff_momentum"):
+        group = env.knockoff.optimizer.param_groups[0]
+        assert group["lr" if option == "knockoff_lr" else "momentum"] == value
+    elif option == "top_k":  # at most k classes answered, renormalised
+        assert ((answers > 0).sum(1) <= value).all() and np.allclose(answers.sum(1), 1, atol=1e-5)
+    else:  # rounded to `decimals` places before renormalising: the entries' ratios are those of the rounded ones
+        rounded = np.round(env.victim.victim(env.query_set.fetch(env.transfer_set.view()[0])).softmax(1).numpy(),
+                           int(value))
+        kept = rounded.sum(1) > 0
+        np.testing.assert_allclose(answers[kept], rounded[kept] / rounded[kept].sum(1, keepdims=True), atol=1e-5)
 
 
 @FAST
@@ -67,6 +85,12 @@ def test_reward_specs_are_checked(reward):
         assert "reward" in str(err)
         return
     assert weights and set(weights) <= set(COMPONENTS) and all(w > 0 for w in weights.values())
+    if reward == "all":
+        assert weights == dict.fromkeys(COMPONENTS, 1.0)
+    elif isinstance(reward, (str, list)):
+        assert weights == dict.fromkeys([reward] if isinstance(reward, str) else reward, 1.0)
+    else:
+        assert weights == {k: float(v) for k, v in reward.items() if v > 0}
 
 
 LABEL = st.one_of(st.integers(-1, 7), st.floats(allow_nan=True), st.text(max_size=2), st.none())

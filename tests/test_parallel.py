@@ -93,6 +93,10 @@ def test_threaded_fetch_from_a_dataset_matches_the_tensor_query_set(make_env):
         for a in _actions(0, 5):
             env.step(a)
         runs.append(env.transfer_set.view())
+        # pinned memory is honoured only where it helps (a CUDA machine); elsewhere it is dropped, said here
+        assert env.query_set.fetch.pin_memory == torch.cuda.is_available()
+        if torch.cuda.is_available():
+            assert env.query_set.fetch(np.arange(4)).is_pinned()
         env.query_set.fetch.close()
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-6)
@@ -124,4 +128,5 @@ def test_bf16_and_channels_last_paths_run_and_stay_close_to_float32():
         outputs[fast] = env.transfer_set.view()
     np.testing.assert_array_equal(outputs[False][0], outputs[True][0])
     np.testing.assert_allclose(outputs[False][1], outputs[True][1], atol=2e-2)  # bf16 precision
+    assert not np.array_equal(outputs[False][1], outputs[True][1])  # bf16 really ran: not float32's answers
     assert outputs[True][1].dtype == np.float32

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,59 +15,68 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 
 import knockoff_env  # noqa: F401
 from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.durability.journal import Journal, TEAR_ENV
 from knockoff_env.victim.detectors import Detector
-from knockoff_env.victim.remote import RemoteEvaluationError, RemoteVictim, RemoteVictimError
-from knockoff_env.serve import VictimService, create_app, listening_socket
+from knockoff_env.victim.remote import RemoteEvaluationError, RemoteUnavailableError, RemoteVictim, RemoteVictimError
+from knockoff_env.serve import StateStore, VictimService, create_app, issue_key, listening_socket, server as uvicorn_server
 from knockoff_env.victim.wire import decode, encode
 from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
 from conftest import LinearNet, tiny_world
 from miniature import cifar_without_checksums, data_root  # noqa: F401
-from test_durability_kill import kill_at
+from served import start_server, wait_until
+from test_durability_kill import journal_steps, kill_at
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "s3cret-test-key-9f2"
+KEY = "s3cret-test-key-9f2"  # the owner's (--api-key-env); each client has a key of its own
+CLIENTS = {"clean": True, "faults": False, "malformed": False, "width": False, "down": False, "noeval": False,
+           "ids": False, "killed": True}  # name: may evaluate
 FAULTS = {
     "faults": {"2": "500", "4": "timeout", "6": "drop", "8": "429", "10": "500"},
     "malformed": {"3": "malformed"},
     "width": {"3": "width"},
     "down": {"1": "500", "2": "500", "3": "500"},
 }
-FAST = {"timeout": 1.0, "backoff": 0.05}  # the server holds a "timeout" fault's answer for 2 s
+FAST = {"timeout": 2.0, "backoff": 0.05}  # the server holds a "timeout" fault's answer for 4 s; 2 s leaves a loaded
+# machine time to answer the other requests before the client gives up on them
+ANONYMOUS = "anonymous@127.0.0.1"  # a client of a server without keys
 
 
 @pytest.fixture(scope="module")
-def server():
-    """`knockoff serve` of the digits world in a subprocess, on a free port, with an API key."""
+def client_keys(tmp_path_factory) -> tuple[Path, dict]:
+    """A state folder with one API key per client of the tests."""
+    state = tmp_path_factory.mktemp("state")
+    store = StateStore(state)
+    keys = {name: issue_key(store, name, eval=evaluates) for name, evaluates in CLIENTS.items()}
+    store.close()
+    return state, keys
+
+
+@pytest.fixture(scope="module")
+def server(client_keys):
+    """`knockoff serve` of the digits world in a subprocess, on a free port, with a key per client."""
     load_digits_victim()  # trained once into the session cache, which the server reads
-    env = {**os.environ, "SERVER_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "serve", "--port", "0", "--max-batch", "64",
-                             "--api-key-env", "SERVER_KEY", "--inject-faults", json.dumps(FAULTS),
-                             "--fault-delay", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    line = proc.stdout.readline()
-    assert "http://" in line, line + proc.stdout.read()
-    url = line.split()[-1]
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its log
-    assert httpx.get(f"{url}/health").json()["max_batch"] == 64
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    served = start_server("--max-batch", "64", "--state", str(client_keys[0]), "--api-key-env", "SERVER_KEY",
+                          "--inject-faults", json.dumps(FAULTS), "--fault-delay", "4",
+                          env={"SERVER_KEY": KEY})
+    assert httpx.get(f"{served.url}/health", timeout=30).json()["max_batch"] == 64
+    yield served.url
+    served.stop()
 
 
 @pytest.fixture
-def key(monkeypatch):
-    monkeypatch.setenv("KNOCKOFF_API_KEY", KEY)
+def as_client(monkeypatch, client_keys):
+    """``as_client(name)``: the attacks that follow send ``name``'s key ($KNOCKOFF_API_KEY)."""
+    return lambda name: monkeypatch.setenv("KNOCKOFF_API_KEY", client_keys[1][name])
 
 
 def usage(url: str, client: str) -> dict:
-    return httpx.get(f"{url}/usage", headers={"X-API-Key": KEY}).json().get(client, {})
+    """``client``'s counts, as the owner reads them."""
+    return httpx.get(f"{url}/usage", headers={"Authorization": f"Bearer {KEY}"}).json().get(client, {})
 
 
 def digits_expected(indices: np.ndarray) -> np.ndarray:
@@ -86,9 +94,10 @@ def play(env, steps: int | None = None):
         taken += 1
 
 
-def test_attack_charges_exactly_the_budget_and_matches_in_process(server, key):
+def test_attack_charges_exactly_the_budget_and_matches_in_process(server, as_client):
+    as_client("clean")
     env = gym.make("Knockoff-Digits-v0", budget=200, victim=server,
-                   remote={"client_id": "clean", "eval_via_endpoint": True, "price_per_query": 0.002})
+                   remote={"eval_via_endpoint": True, "price_per_query": 0.002})
     result = run_attack(env, GradientBandit(env), seed=1, progress=False)
     assert usage(server, "clean") == {"charged": 200, "eval": 540, "requests": 50 + 9, "repeats": 0}
     ledger = result["ledger"]
@@ -104,8 +113,9 @@ def test_attack_charges_exactly_the_budget_and_matches_in_process(server, key):
     assert result["victim_accuracy"] == reference["victim_accuracy"]
 
 
-def test_retryable_faults_end_at_the_budget_charged_once(server, key):
-    env = gym.make("Knockoff-Digits-v0", budget=60, victim=server, remote={"client_id": "faults", **FAST}).unwrapped
+def test_retryable_faults_end_at_the_budget_charged_once(server, as_client):
+    as_client("faults")
+    env = gym.make("Knockoff-Digits-v0", budget=60, victim=server, remote=FAST).unwrapped
     play(env)
     assert env.spent == 60
     # 15 steps, 5 of them retried once: 500 and 429 were never charged; the answers held past
@@ -113,15 +123,16 @@ def test_retryable_faults_end_at_the_budget_charged_once(server, key):
     assert env.victim.usage() == {"charged": 60, "eval": 0, "requests": 20, "repeats": 2}
     ledger = env.victim.ledger()
     assert (ledger["queries"], ledger["retries"], ledger["repeats"]) == (60, 5, 2)
-    assert ledger["seconds_waiting"] >= 2.0  # one client timeout (1 s) and one Retry-After (1 s)
+    assert ledger["seconds_waiting"] >= 3.0  # one client timeout (2 s) and one Retry-After (1 s)
     indices, outputs = env.transfer_set.view()
     np.testing.assert_allclose(outputs, digits_expected(indices), atol=1e-6)
 
 
 @pytest.mark.parametrize("fault, message", [("malformed", "malformed: the body is not safetensors"),
                                             ("width", r"has shape \(4, 11\), expected \(4, 10\)")])
-def test_unusable_answers_stop_with_the_request_named(server, key, fault, message):
-    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"client_id": fault, **FAST}).unwrapped
+def test_unusable_answers_stop_with_the_request_named(server, as_client, fault, message):
+    as_client(fault)
+    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote=FAST).unwrapped
     env.reset(seed=0)
     play(env, 2)
     left = env.query_set.remaining().sum()
@@ -131,33 +142,34 @@ def test_unusable_answers_stop_with_the_request_named(server, key, fault, messag
     assert env.query_set.remaining().sum() == left  # the step's images went back to their pools
 
 
-def test_a_victim_that_stays_down_spends_nothing_and_the_step_can_be_retried(server, key):
-    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server,
-                   remote={"client_id": "down", "retries": 2, **FAST}).unwrapped
+def test_a_victim_that_stays_down_spends_nothing_and_the_step_can_be_retried(server, as_client):
+    as_client("down")
+    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"retries": 2, **FAST}).unwrapped
     env.reset(seed=0)
-    with pytest.raises(RemoteVictimError, match="no answer .* after 3 attempts .*500 injected fault"):
+    with pytest.raises(RemoteUnavailableError, match="no answer .* after 3 attempts .*500 injected fault"):
         env.step(np.array([0, 0]))
     assert env.spent == 0 and usage(server, "down")["charged"] == 0
     env.step(np.array([0, 0]))
     assert env.spent == 4 and usage(server, "down")["charged"] == 4
 
 
-def test_wrong_key_and_evaluation_without_permission_are_refused_before_paying(server, monkeypatch):
+def test_a_wrong_key_is_refused_and_evaluation_without_permission_asks_nothing(server, monkeypatch, as_client):
     monkeypatch.setenv("KNOCKOFF_API_KEY", "wrong")
-    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"client_id": "nokey"}).unwrapped
-    env.reset(seed=0)
-    with pytest.raises(RemoteVictimError, match="refused the API key"):
-        env.step(np.array([0, 0]))
-    monkeypatch.setenv("KNOCKOFF_API_KEY", KEY)
-    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server, remote={"client_id": "noeval"})
+    with pytest.raises(RemoteVictimError, match="refused the API key"):  # at once, before any step
+        gym.make("Knockoff-Digits-v0", budget=40, victim=server)
+    as_client("noeval")
+    env = gym.make("Knockoff-Digits-v0", budget=40, victim=server)
     with pytest.raises(RemoteEvaluationError, match="--eval-via-endpoint"):
-        run_attack(env, GradientBandit(env), seed=0, progress=False)
-    assert usage(server, "noeval") == {}
+        env.unwrapped.victim.evaluation_model()
+    result = run_attack(env, GradientBandit(env), seed=0, progress=False)
+    assert usage(server, "noeval")["charged"] == 40 and usage(server, "noeval")["eval"] == 0
+    assert result["victim_accuracy"] is None and 0 <= result["knockoff_accuracy"] <= 1
+    assert set(result["not_measured"]) == {"victim_accuracy", "times_victim", "agreement"}
 
 
-def test_request_ids_are_idempotent(server):
+def test_request_ids_are_idempotent(server, client_keys):
     images = encode("images", np.random.default_rng(0).random((3, 1, 8, 8), np.float32))
-    headers = {"X-API-Key": KEY, "X-Client-Id": "ids", "X-Request-Id": "r-1"}
+    headers = {"Authorization": f"Bearer {client_keys[1]['ids']}", "X-Request-Id": "r-1"}
     first = httpx.post(f"{server}/query", content=images, headers=headers)
     again = httpx.post(f"{server}/query", content=images, headers=headers)
     assert first.status_code == again.status_code == 200 and first.content == again.content
@@ -171,24 +183,25 @@ def test_request_ids_are_idempotent(server):
     assert httpx.post(f"{server}/query", content=images, headers={"X-Request-Id": "r-3"}).status_code == 401
 
 
-def cli(*args, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "agents.cli", "attack", *args], cwd=ROOT,
-                            env={**os.environ, "KNOCKOFF_API_KEY": KEY, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def test_sigkill_and_resume_against_the_server(server, tmp_path):
+def test_sigkill_and_resume_against_the_server(server, client_keys, tmp_path):
     """3 kills (two anywhere, one halfway through a journal write, after the server charged the
     step) and resumes: server-charged == journal records == budget; the key is saved nowhere."""
-    budget, run = 60, tmp_path / "run"
+    budget, run, key = 60, tmp_path / "run", client_keys[1]["killed"]
+
+    def cli(*args, env=None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "agents.cli", "attack", *args], cwd=ROOT,
+                                env={**os.environ, "KNOCKOFF_API_KEY": key, **(env or {})},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
     attack = ["--budget", str(budget), "--seed", "2", "--quiet", "--checkpoint-every", "4", "--victim-url", server,
-              "--eval-via-endpoint", "--remote-arg", "client_id=killed", "--logdir", str(run)]
+              "--eval-via-endpoint", "--logdir", str(run), "--retrain-epochs", "0"]
     rng = random.Random(7)
     first, second = sorted(rng.sample(range(2, 9), 2))
     journal = run / "journal.bin"
     kill_at(cli(*attack), journal, first)
     kill_at(cli("--resume", str(run)), journal, second)
-    tear = rng.randrange(second + 2, 13)
+    held = journal_steps(journal)  # what the kill left: the attack may have stepped past `second`
+    tear = rng.randrange(held + 2, budget // 4)
     torn = cli("--resume", str(run), env={TEAR_ENV: str(tear)})
     torn.wait(timeout=300)
     assert torn.returncode == -signal.SIGKILL
@@ -207,8 +220,8 @@ def test_sigkill_and_resume_against_the_server(server, tmp_path):
         assert len(np.unique(data["indices"])) == budget
         np.testing.assert_allclose(data["outputs"], digits_expected(data["indices"]), atol=1e-6)
     for path in run.iterdir():
-        assert KEY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
-    assert KEY not in out.decode()
+        assert key.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+    assert key not in out.decode()
 
 
 def _journal_config(run: Path) -> dict:
@@ -224,11 +237,10 @@ def _journal_config(run: Path) -> dict:
 def serving(service: VictimService):
     """A real uvicorn server for ``service`` in a thread, on a free port of 127.0.0.1."""
     sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning"))
+    server = uvicorn_server(create_app(service))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.01)
+    wait_until(lambda: server.started, 60, "the in-thread uvicorn server to start")
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
@@ -243,9 +255,10 @@ def test_custom_world_behind_a_rate_limit_with_a_local_copy_for_evaluation():
     with serving(service) as url:
         env = KnockoffEnv(victim=url, query_set=(x, y), hierarchy=hierarchy, knockoff=lambda: LinearNet(),
                           eval_set=(x, y % 3), budget=30, device="cpu",
-                          remote={"client_id": "tiny", "local_copy": victim, "backoff": 0.05})
+                          remote={"local_copy": victim, "backoff": 0.05})
         result = run_attack(env, GradientBandit(env), seed=0, progress=False)
-    assert service.usage["tiny"]["charged"] == 30 and service.usage["tiny"]["eval"] == 0
+    counted = service.usage()[ANONYMOUS]  # no keys: the client is its address
+    assert counted["charged"] == 30 and counted["eval"] == 0
     assert result["ledger"]["retries"] >= 1  # 16 queries in the bucket, then 429s with Retry-After
     assert result["ledger"]["seconds_waiting"] >= 0.8
     _, outputs = env.transfer_set.view()
@@ -263,13 +276,13 @@ def test_a_registered_world_attacks_its_victim_served_over_http(data_root, env_i
     service = VictimService(local.victim, shape, max_batch=8)
     with serving(service) as url:
         env = gym.make(env_id, data_root=data_root, budget=12, device="cpu", victim=url,
-                       remote={"client_id": "world", "eval_via_endpoint": True}, **options)
+                       remote={"eval_via_endpoint": True}, **options)
         world = env.unwrapped
         assert world.num_classes == local.num_classes
         assert type(world.knockoff.model) is type(local.knockoff.model)  # the architecture the world would use
         result = run_attack(env, GradientBandit(env), seed=0, progress=False)
-    assert service.usage["world"]["charged"] == result["queries"] == 12
-    assert service.usage["world"]["eval"] == len(world.eval_set[1])
+    assert service.usage()[ANONYMOUS]["charged"] == result["queries"] == 12
+    assert service.usage()[ANONYMOUS]["eval"] == len(world.eval_set[1])
     assert result["victim_accuracy"] == local.evaluate()["victim_accuracy"]  # the same victim, over HTTP
 
 
@@ -294,18 +307,20 @@ class AlarmAt(Detector):
 
 
 @pytest.mark.parametrize("on_detection", ["terminate", "flag"])
-def test_the_servers_detector_ends_or_flags_the_attack(on_detection):
+def test_the_servers_detector_ends_or_flags_the_attack(on_detection, monkeypatch):
     (x, y), victim, hierarchy = tiny_world(per_label=8)
     service = VictimService(BlackBox(victim, device="cpu"), (6,), max_batch=8, detector=AlarmAt(10))
+    for name in ("watched", "unwatched"):
+        monkeypatch.setenv(f"{name.upper()}_KEY", issue_key(service.store, name))
     with serving(service) as url:
         env = KnockoffEnv(victim=url, query_set=(x, y), hierarchy=hierarchy, knockoff=lambda: LinearNet(),
-                          budget=30, device="cpu", on_detection=on_detection, remote={"client_id": "watched"})
+                          budget=30, device="cpu", on_detection=on_detection, remote={"api_key_env": "WATCHED_KEY"})
         result = run_attack(env, GradientBandit(env), seed=0, progress=False)
-        assert RemoteVictim(url, client_id="watched").server_alarm == 10  # what a resumed run learns first
-        assert RemoteVictim(url, client_id="unwatched").server_alarm is None  # one monitor per client
+        assert RemoteVictim(url, api_key_env="WATCHED_KEY").server_alarm == 10  # what a resumed run learns first
+        assert RemoteVictim(url, api_key_env="UNWATCHED_KEY").server_alarm is None  # one monitor per client
     assert result["detector"] == "server:alarm_at:at=10" and result["detected_at"] == 10
     if on_detection == "terminate":  # the third request (queries 9–12) raised it; the attack keeps 10
         assert result["queries"] == len(env.unwrapped.transfer_set) == 10
-        assert service.usage["watched"]["charged"] == 12
+        assert service.usage()["watched"]["charged"] == 12
     else:
-        assert result["queries"] == service.usage["watched"]["charged"] == 30
+        assert result["queries"] == service.usage()["watched"]["charged"] == 30

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import attack, build_hierarchy, evaluate, pack, plot, retrain, serve, sweep, train_victim
+from . import attack, build_hierarchy, evaluate, keys, pack, plot, retrain, serve, sweep, train_victim
 from .errors import run_command, split_debug
+from .options import DefaultsFormatter
 
-SUBCOMMANDS = (attack, train_victim, build_hierarchy, retrain, evaluate, pack, serve, sweep, plot)
+SUBCOMMANDS = (attack, train_victim, build_hierarchy, retrain, evaluate, pack, serve, keys, sweep, plot)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for command in SUBCOMMANDS:
         command.add_parser(commands)
+    for subparser in commands.choices.values():  # every option's help shows its default
+        subparser.formatter_class = DefaultsFormatter
     return parser
 
 

@@ -45,7 +45,11 @@ def report(run_dir: Path, model_path: Path, evaluation: dict) -> None:
     out.write_text(json.dumps({"model": str(model_path), **evaluation}, indent=1) + "\n")
     seen, unseen = (("n/a" if evaluation[k] is None else f"{evaluation[k]:.4f}")
                     for k in ("seen_class_accuracy", "unseen_class_accuracy"))
-    print(f"{model_path.name}: knockoff accuracy {evaluation['knockoff_accuracy']:.4f} "
-          f"({evaluation['times_victim']:.2f}× victim {evaluation['victim_accuracy']:.4f}), "
-          f"agreement {evaluation['agreement']:.4f}; per-class accuracy seen {seen} "
-          f"({evaluation['seen_classes']} classes), unseen {unseen} ({evaluation['unseen_classes']} classes) -> {out}")
+    against = "the victim not measured" if evaluation["victim_accuracy"] is None else \
+        f"{evaluation['times_victim']:.2f}× victim {evaluation['victim_accuracy']:.4f}, agreement " \
+        f"{evaluation['agreement']:.4f}"
+    print(f"{model_path.name}: knockoff accuracy {evaluation['knockoff_accuracy']:.4f} ({against}); per-class "
+          f"accuracy seen {seen} ({evaluation['seen_classes']} classes), unseen {unseen} "
+          f"({evaluation['unseen_classes']} classes) -> {out}")
+    for reason in dict.fromkeys((evaluation.get("not_measured") or {}).values()):
+        print(f"not measured: {reason}")

@@ -6,7 +6,20 @@ import ast
 
 from knockoff_env.victim import OUTPUT_MODES
 
-__all__ = ["OUTPUT_MODES", "key_value", "seed", "add_data_root", "add_common"]
+__all__ = ["OUTPUT_MODES", "DefaultsFormatter", "key_value", "seed", "add_data_root", "add_common"]
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default: appended as ``(default: X)`` where argparse knows
+    it, unless the help already says it (options whose default is computed say it by hand)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or not action.option_strings or action.required or default is None
+                or default is argparse.SUPPRESS or isinstance(default, bool) or default == []):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
 
 
 def key_value(text: str) -> tuple[str, object]:

@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--data-root", help="for ilsvrc/openimages (default: $KNOCKOFF_DATA)")
     p.add_argument("--image-size", type=int, default=224, help="the paper's preprocessing at this crop size")
-    p.add_argument("--timm", metavar="MODEL", help="use timm model MODEL's preprocessing instead")
+    p.add_argument("--timm", metavar="MODEL", help="use timm model MODEL's preprocessing instead (default: the "
+                                                          "paper's)")
     p.add_argument("--split", default="train", help="split of a Hugging Face DatasetDict")
     p.add_argument("--shard-size", type=int, default=4096, help="images per shard")
     p.add_argument("--workers", type=int, default=2, help="decoding threads")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sweep", help="run a grid of attacks on Ray (resumable) and tabulate them",
-                              description="Run every trial of the sweep spec SPEC (YAML or TOML) as a Ray task, "
-                                          "each a durable attack in OUT/trials/<trial id>/, then write "
-                                          "OUT/results.csv and OUT/results.parquet. Re-running resumes.")
+    p = subparsers.add_parser("sweep", help="run a grid of attacks (in-process or on Ray; resumable) and tabulate them",
+                              description="Run every trial of the sweep spec SPEC (YAML or TOML), each a durable "
+                                          "attack in OUT/trials/<trial id>/, then write OUT/results.csv and "
+                                          "OUT/results.parquet. Re-running resumes. Exit codes: 0 all trials ok, "
+                                          "1 some trials failed, 2 the sweep could not run (bad spec or options, "
+                                          "no cluster, a request no node can meet), 130 interrupted.")
     p.add_argument("spec", type=Path, help="sweep spec file (see examples/sweeps/)")
     p.add_argument("--out", type=Path, help="sweep folder (default: runs/sweeps/<spec file stem>)")
     p.add_argument("--address", help="a running Ray cluster (e.g. ray://head:10001 or auto); "
@@ -21,6 +23,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=0,
                    help="GPUs each trial reserves; fractions share a GPU, e.g. 0.25 (default 0)")
     p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker died")
+    p.add_argument("--executor", choices=("auto", "inline", "ray"), default="auto",
+                   help="inline: one trial after another in this process; ray: Ray tasks; auto (default): "
+                        "Ray for a cluster, GPU reservations or many trials, else inline (the choice is printed)")
+    p.add_argument("--connect-timeout", type=float, default=10, metavar="SECONDS",
+                   help="give up joining --address after this long (default 10)")
+    p.add_argument("--trial-root", type=Path, metavar="DIR",
+                   help="where each node writes the trial folders (default OUT/trials); results come back to OUT")
     p.add_argument("--plot", action="store_true", help="also draw the figures when the sweep is done")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_sweep_command)
@@ -38,29 +47,31 @@ def sweep_modules():
 def run_sweep_command(args) -> int:
     run_sweep, plot_sweep = sweep_modules()
 
-    out = args.out or Path("runs") / "sweeps" / args.spec.stem
+    out = (args.out or Path("runs") / "sweeps" / args.spec.stem).expanduser().resolve()
     command = "knockoff " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["sweep"] else \
         f"knockoff sweep {args.spec} --out {out}"
     try:
         table = run_sweep(args.spec, out, address=args.address, num_cpus=args.cpus,
                           cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                          max_retries=args.max_retries, progress=not args.quiet)
+                          max_retries=args.max_retries, progress=not args.quiet, executor=args.executor,
+                          trial_root=args.trial_root, connect_timeout=args.connect_timeout)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished trials are kept in {out}/trials/; run the same command again to "
-              f"resume the rest:\n  {command}", file=sys.stderr)
+        print(f"\ninterrupted: the table of the finished trials is in {out / 'results.csv'}; run the same command "
+              f"again to resume the rest:\n  {command}", file=sys.stderr)
         return 130
     counts = table["status"].value_counts().to_dict()
     print(f"{len(table)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) +
           f"\nresults: {out / 'results.csv'} and {out / 'results.parquet'}")
-    for _, row in table[table["status"] == "failed"].iterrows():
-        print(f"  failed {row['trial']}: {row['error']}", file=sys.stderr)
-    if counts.get("failed"):
-        print("a re-run retries the failed trials and skips the finished ones", file=sys.stderr)
+    for _, row in table[table["status"] != "ok"].iterrows():
+        print(f"  {row['status']} {row['trial']}: {row['error']}", file=sys.stderr)
+    unfinished = len(table) - counts.get("ok", 0)
+    if unfinished:
+        print("a re-run retries the unfinished trials and skips the finished ones", file=sys.stderr)
     if args.plot:
         print_plots(plot_sweep(out))
     else:
         print(f"figures: knockoff plot {out}")
-    return 1 if counts.get("failed") else 0
+    return 1 if unfinished else 0
 
 
 def print_plots(report: dict) -> None:

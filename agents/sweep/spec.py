@@ -15,8 +15,11 @@ A spec is a YAML or TOML file (or a dict) with these keys::
 
 An axis named ``agent``, ``seed``, ``alpha`` or ``baseline_step`` sets that; any other axis
 name is an env option (``budget``, ``reward``, ``tau_d``, ``action_mode``, ``output``,
-``defence``, …) passed through to ``gym.make`` unchecked, so a bad value fails that trial
-(with its error in the results) rather than the sweep.
+``defence``, …) passed to ``gym.make``. Before anything runs, :func:`load_spec` checks the
+env id, every option name against what the env id's constructor and world builder take,
+and every value's kind against their annotations (the CLI's own checks and messages); a
+value of the right kind that the env still refuses (``reward: bogus``) fails that trial,
+with its error in the results, rather than the sweep.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from pathlib import Path
 import tomllib
 import yaml
 
+from knockoff_env.errors import ConfigError
+
 SPEC_KEYS = ("env", "env_options", "agent", "seed", "agent_options", "axes", "run")
 RUN_KEYS = ("eval_every", "retrain_epochs", "checkpoint_every")
 AGENT_KEYS = ("alpha", "baseline_step")
@@ -37,7 +42,7 @@ SWEEP_AGENTS = ("adaptive", "adaptive-flat", "random")  # agents with state_dict
 DEFAULT_RUN = {"eval_every": None, "retrain_epochs": 0, "checkpoint_every": 25}
 
 
-class SpecError(ValueError):
+class SpecError(ConfigError):
     """A sweep spec that cannot be run; the message says what to fix."""
 
 
@@ -154,8 +159,59 @@ def _check(raw, where: str) -> SweepSpec:
     bad_agent_options = sorted(set(agent_options) - set(AGENT_KEYS))
     if bad_agent_options:
         raise SpecError(f"{where}: unknown agent_options {bad_agent_options}; choose from {AGENT_KEYS}")
-    return SweepSpec(raw["env"], env_options, raw.get("agent", "adaptive"), raw.get("seed", 0), agent_options,
+    spec = SweepSpec(raw["env"], env_options, raw.get("agent", "adaptive"), raw.get("seed", 0), agent_options,
                      axes, run)
+    _check_options(spec, where)
+    return spec
+
+
+def _check_options(spec: SweepSpec, where: str) -> None:
+    """Every trial's env id, option names and value kinds, as the CLI checks them: before Ray starts."""
+    import inspect
+
+    from agents.gradient_bandit import GradientBandit
+    from knockoff_env.worlds.registry import check_env_id, check_env_options, check_option_types, env_parameters
+
+    env_axes = [n for n in spec.axes if n not in ("agent", "seed", *AGENT_KEYS)]
+    bandit = inspect.signature(GradientBandit.__init__).parameters
+    try:
+        if not _registered(spec.env):
+            check_env_id(spec.env)
+        check_env_options(spec.env, [*spec.env_options, *env_axes])
+        parameters = env_parameters(spec.env.split(":", 1)[-1])
+        check_option_types(spec.env_options, parameters, spec.env)
+        check_option_types(spec.agent_options, bandit, "agent")
+        for name, values in spec.axes.items():
+            for value in values:
+                if name in AGENT_KEYS:
+                    check_option_types({name: value}, bandit, "agent")
+                elif name in env_axes:
+                    check_option_types({name: value}, parameters, spec.env)
+    except ConfigError as err:
+        raise SpecError(f"{where}: {err}") from err
+
+
+def _registered(env_id: str) -> bool:
+    """Whether gymnasium knows ``env_id``; a ``module:Id`` first imports the module that registers it,
+    as ``gym.make`` does in each trial."""
+    import importlib
+
+    import gymnasium as gym
+
+    import knockoff_env  # noqa: F401  (registers the ids)
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"env {env_id!r}: cannot import {module!r}, the module that should register "
+                              f"{name!r} ({err})", "check the module name and that it is on PYTHONPATH on "
+                              "every node") from err
+    try:
+        gym.spec(name)
+    except gym.error.Error:
+        return False
+    return True
 
 
 def _mapping(raw: dict, key: str, where: str) -> dict:

@@ -21,7 +21,7 @@ from ..training.recipes import Recipe, resolve_recipe
 from ..victim.blackbox import BlackBox, raise_not_finite
 from ..victim.detectors import parse_detector
 from ..victim.endpoints import open_victim
-from .actions import Query, action_masks, action_space, resolve_action
+from .actions import ACTION_MODES, Query, action_masks, action_space, resolve_action
 from .batched import BatchedSteps
 from .fit import PROBE, check_eval_set, probe_knockoff, probe_victim
 from .offline_phase import OfflinePhase
@@ -86,36 +86,31 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
     defended and true answers on the eval set.
 
     ## Arguments
-    The paper's env. victim: ``nn.Module`` returning logits, a callable returning
-    probabilities, a :class:`BlackBox`, or the URL of a served victim (``"http://host:port"``,
-    see :mod:`~knockoff_env.victim.remote`; ``remote``: its options). query_set: ``(images,
-    labels)`` or a Dataset of (image, label). knockoff: ``nn.Module`` or a zero-argument factory
-    (rebuilt, under the reset seed, on each seeded reset when it trains online). hierarchy:
-    ``{coarse name: [label ids]}`` (default: one node with every label). eval_set: the victim's test set, for
-    :meth:`evaluate`. budget: B, total queries (default: the whole query set).
-    queries_per_step: 4 (paper). reward: see Rewards. diversity_window: Δ = 25 (paper).
-    action_mode: see Action Space. output / top_k / decimals: the victim's output mode (paper
-    default: full probabilities). num_classes, label_names: K when it cannot be probed, names.
-    The owner's side (defence, detector, on_detection, detection_penalty): see above.
-
-    Training the knockoff. recipe (:mod:`~knockoff_env.training.recipes`): ``"auto"``
-    (default) is ``"paper"`` when ``knockoff_pretrained`` is True (paper worlds set it from
-    ``knockoff_init``), else ``"scratch"``; a name, a :class:`Recipe` or ``{"base": name, field:
-    value}``. knockoff_lr / knockoff_momentum: the online SGD step (default: the recipe's; paper
-    0.0005 and 0.5). train_online: False skips the online knockoff (as the paper's random
-    strategy, which trains only offline): the loss component is then not measured (NaN in
-    ``info``) nor rewarded. None (default) trains it, unless a runner settles otherwise before
-    the episode (:meth:`prefer_online`: ``run_attack`` skips it for the random strategy); True
-    or False is the user's choice and is kept.
-
-    Batched steps. :meth:`step_batch` plays many steps of a strategy whose actions do not
-    depend on the answers (random) with one victim call (see :mod:`.batched`).
-
-    Speed and runtime. options: an :class:`~knockoff_env.EnvOptions` (or dict) of device,
-    bf16, channels_last, fetch_workers, pin_memory, lookahead and compile_models; each is also
-    accepted as a keyword of its own (``device="cpu"``). None of them changes the attack.
-    Agents' hints reach the look-ahead through :meth:`hint`; ``info["lookahead"]`` reports its
-    hit rate.
+    - ``victim``: ``nn.Module`` returning logits, a callable returning probabilities, a :class:`BlackBox`,
+      or a served victim's URL (``"http://host:port"``; ``remote``: its options, :mod:`~knockoff_env.victim.remote`).
+    - ``query_set``: ``(images, labels)`` or a Dataset of (image, label). ``hierarchy``: ``{coarse name:
+      [label ids]}`` (default: one node with every label). ``eval_set``: the victim's test set.
+    - ``knockoff``: ``nn.Module`` or a zero-argument factory (rebuilt, under the reset seed, on each seeded
+      reset when it trains online).
+    - ``budget``: B, total queries (default: the whole query set). ``queries_per_step``: 4 (paper).
+    - ``reward``: see Rewards. ``diversity_window``: Δ = 25 (paper). ``action_mode``: see Action Space.
+    - ``output`` / ``top_k`` / ``decimals``: the victim's output mode (paper default: full probabilities).
+      ``num_classes``, ``label_names``: K when it cannot be probed, and names.
+    - The owner's side (``defence``, ``detector``, ``on_detection``, ``detection_penalty``): see above.
+    - ``recipe`` (:mod:`~knockoff_env.training.recipes`), how the knockoff is trained: ``"auto"``
+      (default) is ``"paper"`` when ``knockoff_pretrained`` is True (paper worlds set it from
+      ``knockoff_init``), else ``"scratch"``; or a name, a :class:`Recipe`, ``{"base": name, field: value}``.
+    - ``knockoff_lr`` / ``knockoff_momentum``: the online SGD step (default: the recipe's; paper 0.0005
+      and 0.5). ``train_online``: False skips the online knockoff (as the paper's random strategy,
+      which trains only offline): the loss component is then not measured (NaN in ``info``) nor rewarded.
+      None (default) trains it unless a runner settles otherwise before the episode (:meth:`prefer_online`:
+      ``run_attack`` skips it for the random strategy); True or False is the user's choice and is kept.
+    - Batched steps: :meth:`step_batch` plays many steps of a strategy whose actions do not depend on the
+      answers (random) with one victim call (see :mod:`.batched`).
+    - Speed and runtime, none of which changes the attack: ``options``, an :class:`~knockoff_env.EnvOptions`
+      (or dict) of device, bf16, channels_last, fetch_workers, pin_memory, lookahead and
+      compile_models; each is also accepted as a keyword of its own (``device="cpu"``). Agents'
+      hints reach the look-ahead through :meth:`hint`; ``info["lookahead"]`` reports its hit rate.
     """
 
     metadata = {"render_modes": []}
@@ -160,6 +155,8 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
             raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
         if not is_integer(queries_per_step) or queries_per_step < 1:
             raise ValueError(f"queries_per_step={queries_per_step!r} must be a positive integer (paper: 4)")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode={action_mode!r}; choose one of {ACTION_MODES}")
         self.options = EnvOptions.build(options, runtime)
         self.device = resolve_device(self.options.device)
         images, labels = as_images_and_labels(query_set, "query_set")
@@ -175,7 +172,8 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         self._reward_spec = reward
         self.reward_weights = self._reward_weights(reward)
         self._knockoff_source = knockoff
-        self.recipe, self._pretrained = resolve_recipe(recipe, pretrained=knockoff_pretrained), knockoff_pretrained
+        self.knockoff_pretrained = knockoff_pretrained  # True/False/None (unknown): picks recipe="auto"
+        self.recipe = resolve_recipe(recipe, pretrained=knockoff_pretrained)
         self._precision = {"bf16": self.options.bf16, "channels_last": self.options.channels_last}
         self._compile = compile_option(self.options.compile_models, self.device)
         self.knockoff = self._online_knockoff(self.recipe.online_lr if knockoff_lr is None else knockoff_lr,
@@ -193,8 +191,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         self._build_spaces()
         self.spent = 0
         self._needs_reset = True
-        # called with (query, answers) as soon as the victim answers, before the knockoff learns
-        # (a durable run journals the paid answers there)
+        # called with (query, answers) as the victim answers, before any learning (a durable run journals there)
         self.on_answers: Callable[[Query, torch.Tensor], None] | None = None
 
     # --- construction ------------------------------------------------------------------

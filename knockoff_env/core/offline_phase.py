@@ -18,10 +18,7 @@ class OfflinePhase:
 
     def transfer_images(self) -> torch.Tensor | Subset:
         """The queried images, in query order (a tensor, or a Subset of the query dataset)."""
-        indices, _ = self.transfer_set.view()
-        if isinstance(self.query_set.images, torch.Tensor):
-            return self.query_set.fetch(indices)
-        return Subset(self.query_set.images, indices.tolist())
+        return self.query_set.gather(self.transfer_set.view()[0])
 
     def retrain(self, epochs: int | None = None, **kwargs) -> nn.Module:
         """Phase (b): a fresh knockoff trained on the transfer set (see :meth:`fit`); returns the model."""
@@ -42,17 +39,16 @@ class OfflinePhase:
         if epochs is not None:
             overrides["epochs"] = epochs
         _, outputs = self.transfer_set.view()
+        pretrained = self.knockoff_pretrained
         return fit_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()), device=self.device,
-                           recipe=self.recipe if recipe is None else resolve_recipe(recipe,
-                                                                                    pretrained=self._pretrained),
-                           holdout=holdout, seed=seed, progress=progress, workers=workers, on_epoch=on_epoch,
-                           warn=warn, **self._precision, **overrides)
+                           recipe=self.recipe if recipe is None else resolve_recipe(recipe, pretrained=pretrained),
+                           pretrained=pretrained, holdout=holdout, seed=seed, progress=progress, workers=workers,
+                           on_epoch=on_epoch, warn=warn, **self._precision, **overrides)
 
     def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
-        """The knockoff (or ``model``) against the victim on the eval set: top-1 accuracy of both,
-        their ratio (the paper's "×victim"), agreement, per-class accuracy on the classes seen and
-        unseen in the transfer set (supplement D.2), and the defence's cost:
-        ``victim_accuracy_defended`` and ``defence_l1`` (see
+        """The knockoff (or ``model``) against the victim on the eval set: top-1 accuracy of both, their
+        ratio (the paper's "×victim"), agreement, per-class accuracy on the classes seen and unseen in
+        the transfer set (supplement D.2), the defence's cost, and ``not_measured`` (see
         :class:`~knockoff_env.training.evaluation.Evaluation`)."""
         if self.evaluation is None:
             raise RuntimeError("no eval_set was given; pass eval_set=(images, labels) or a Dataset")

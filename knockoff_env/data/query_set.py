@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from ..checks import is_integer
 from ..errors import ConfigError, WrongTypeError
@@ -149,6 +149,13 @@ class QuerySet:
     @property
     def num_coarse(self) -> int:
         return len(self.coarse_names)
+
+    def gather(self, indices: np.ndarray) -> torch.Tensor | Subset:
+        """The images at ``indices``: a tensor (in-memory query sets), or a Subset of the query
+        dataset, decoded when read (a training DataLoader's workers do it)."""
+        if isinstance(self.images, torch.Tensor):
+            return self.fetch(indices)
+        return Subset(self.images, np.asarray(indices).tolist())
 
     def __len__(self) -> int:
         return len(self.positions)

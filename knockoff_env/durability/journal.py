@@ -1,10 +1,13 @@
 """An append-only journal of paid queries: one fixed-size, checksummed binary record per step.
 
-Queries are what an attacker pays for, so every step's answers are written and fsynced as
-soon as the victim's answer arrives, before the knockoff learns from it. Steps answered by
-one victim call (a batched strategy, see :mod:`knockoff_env.core.batched`) are written
-together, in one write and one fsync, as one *batch* of records. The file is a data format,
-never a pickle:
+Queries are what an attacker pays for, so every step's answers are written as soon as the
+victim's answer arrives, before the knockoff learns from it, and (``sync=True``, for a paid
+victim) fsynced at once. A written record survives the process (a crash, SIGKILL); only an
+fsynced one survives the machine (a power cut). With ``sync=False`` (an in-process victim,
+whose answers cost nothing to ask again) :meth:`Journal.sync` makes the records so far durable,
+as a durable run does before every checkpoint. Steps answered by one victim call (a batched
+strategy, see :mod:`knockoff_env.core.batched`) are written together, in one write (and one
+fsync), as one *batch* of records. The file is a data format, never a pickle:
 
 * header: magic ``KOJOURN1``, then little-endian uint32 version, queries_per_step Q,
   num_classes K, config length L, the run's id (16 bytes, a UUID: remote victims derive
@@ -73,17 +76,18 @@ def _header(config: Mapping, queries_per_step: int, num_classes: int, run_id: uu
 
 
 class Journal:
-    """Appends step records to ``path`` with fsync; see the module docstring for the format."""
+    """Appends step records to ``path`` (fsynced each when ``sync``); see the module docstring."""
 
-    def __init__(self, path: Path, fd: int, dtype: np.dtype, next_seq: int, run_id: uuid.UUID):
+    def __init__(self, path: Path, fd: int, dtype: np.dtype, next_seq: int, run_id: uuid.UUID, sync: bool = True):
         self.path, self._fd, self.dtype, self.next_seq, self.run_id = path, fd, dtype, next_seq, run_id
+        self.sync_each = bool(sync)
         self.batch_ends = np.ones(next_seq, bool)  # set by open(): each record read, last of its batch?
         tear = os.environ.get(TEAR_ENV)
         self._tear_at = int(tear) if tear else None
 
     @classmethod
     def create(cls, path: str | Path, config: Mapping, queries_per_step: int, num_classes: int,
-               run_id: uuid.UUID | None = None) -> "Journal":
+               run_id: uuid.UUID | None = None, sync: bool = True) -> "Journal":
         """A new, empty journal (with a new run id unless given); refuses to overwrite an existing one."""
         path = Path(path)
         try:
@@ -94,10 +98,10 @@ class Journal:
         os.write(fd, _header(config, queries_per_step, num_classes, run_id))
         os.fsync(fd)
         fsync_dir(path.parent)
-        return cls(path, fd, record_dtype(queries_per_step, num_classes), 0, run_id)
+        return cls(path, fd, record_dtype(queries_per_step, num_classes), 0, run_id, sync)
 
     @classmethod
-    def open(cls, path: str | Path, config: Mapping) -> tuple["Journal", np.ndarray]:
+    def open(cls, path: str | Path, config: Mapping, sync: bool = True) -> tuple["Journal", np.ndarray]:
         """Reopen for appending after checking it; returns it and the records of its whole
         batches (``n`` = images; :attr:`batch_ends` marks each batch's last record)."""
         path = Path(path)
@@ -129,7 +133,7 @@ class Journal:
             os.truncate(path, end)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         os.fsync(fd)
-        journal = cls(path, fd, dtype, whole, run_id)
+        journal = cls(path, fd, dtype, whole, run_id, sync)
         journal.batch_ends = ~more
         return journal, records
 
@@ -145,12 +149,12 @@ class Journal:
         return json.loads(data[start:size - 4])
 
     def append(self, indices: np.ndarray, outputs: np.ndarray, request: uuid.UUID | None = None) -> None:
-        """Write and fsync one step's (indices, victim outputs) and the id of its remote request."""
+        """Write (and, with ``sync``, fsync) one step's (indices, victim outputs) and its remote request's id."""
         self.append_batch([(indices, outputs, request)])
 
     def append_batch(self, steps: list[tuple[np.ndarray, np.ndarray, uuid.UUID | None]]) -> None:
-        """Write and fsync the steps of one victim call, each ``(indices, outputs, request)``, as
-        one batch: a reader gets all of them or none."""
+        """Write (and, with ``sync``, fsync) the steps of one victim call, each ``(indices, outputs,
+        request)``, as one batch: a reader gets all of them or none."""
         records = np.zeros(len(steps), self.dtype)
         records["indices"] = -1
         for i, (indices, outputs, request) in enumerate(steps):
@@ -169,11 +173,17 @@ class Journal:
             os.fsync(self._fd)
             os.kill(os.getpid(), signal.SIGKILL)
         os.write(self._fd, bytes(raw))
-        os.fsync(self._fd)
+        if self.sync_each:
+            os.fsync(self._fd)
         self.next_seq += len(steps)
+
+    def sync(self) -> None:
+        """Make every record written so far durable (fsync)."""
+        os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
+            os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
 

@@ -1,30 +1,25 @@
 """The FastAPI app in front of a :class:`~.service.VictimService`, and running it with uvicorn."""
 import asyncio
-import hashlib
-import math
 import socket
-from collections.abc import Mapping
 
 import numpy as np
 
-from ..victim.wire import API_KEY, CLIENT_ID, DETECTED_AT, FORMAT, PURPOSE, PURPOSES, REPEAT, REQUEST_ID, decode, encode
+from ..victim.wire import AUTHORIZATION, DETECTED_AT, FORMAT, PURPOSE, REQUEST_ID, bearer_token, decode, encode
+from .keys import Identity
+from .limits import BoundedBodies, Limits, body_limit, protocol
 from .service import ServiceError, VictimService
 
 
-def health_of(service: VictimService, info: Mapping | None = None) -> dict:
-    """What ``GET /health`` says: the victim's shape, the limits and the owner's settings."""
-    return {"status": "ok", "num_classes": service.blackbox.num_classes, "input_shape": list(service.input_shape),
-            "max_batch": service.max_batch, "format": FORMAT, "output": service.blackbox.output,
-            "auth": service.requires_key, "rate_limit": service.rate, "detector": service.detector, **(info or {})}
-
-
-def create_app(service: VictimService, *, info: Mapping | None = None):
-    """The FastAPI app serving ``service`` (see :mod:`knockoff_env.serve` for the protocol)."""
+def create_app(service: VictimService, *, limits: Limits | None = None):
+    """The FastAPI app serving ``service`` (see :mod:`knockoff_env.serve` for the protocol), its
+    bodies bounded by ``limits`` (default: ``max_batch`` images and the default timeouts)."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse, Response
 
+    limits = limits or Limits(max_body_bytes=body_limit(service.max_batch, service.input_shape))
     app = FastAPI(title="knockoff victim", description="A black-box victim classifier, answering per query.")
-    health = health_of(service, info)
+    app.state.limits = limits
 
     @app.exception_handler(ServiceError)
     async def _error(_request, err: ServiceError):
@@ -32,71 +27,59 @@ def create_app(service: VictimService, *, info: Mapping | None = None):
 
     @app.get("/health")
     async def get_health():
-        return health
+        return {**service.health(), "format": FORMAT, "limits": limits.public()}
+
+    @app.get("/whoami")
+    async def get_whoami(request: Request):
+        identity = await run_in_threadpool(client_of, service, request)
+        return {"client": identity.name, "eval": identity.eval, "owner": identity.owner}
 
     @app.get("/usage")
     async def get_usage(request: Request):
-        _check_key(service, request)
-        return service.usage
+        identity = await run_in_threadpool(client_of, service, request)
+        return await run_in_threadpool(service.usage, identity)
 
     @app.get("/alarm")
     async def get_alarm(request: Request):
-        _check_key(service, request)
-        return {"detected_at": service.alarm(_client_of(request))}
+        identity = await run_in_threadpool(client_of, service, request)
+        return {"client": identity.name, "detected_at": await run_in_threadpool(service.alarm, identity.name)}
 
     @app.post("/query")
     async def query(request: Request):
-        return await _answer_query(service, request)
+        body = await request.body()  # read within the limits by BoundedBodies
+        answer, headers, fault = await run_in_threadpool(_answer, service, request, body)
+        if fault in ("timeout", "drop", "malformed", "width"):
+            return await _faulty(fault, answer, headers, service.fault_delay)
+        return Response(answer, media_type="application/octet-stream", headers=headers)
 
+    app.add_middleware(BoundedBodies, limits=limits)
     return app
 
 
-def _client_of(request) -> str:
-    given = request.headers.get(CLIENT_ID)
-    if given:
-        return given[:128]
-    return request.client.host if request.client else "unknown"
+def client_of(service: VictimService, request) -> Identity:
+    """Who sent ``request``: the owner of its API key, or (without keys) its address. Headers the
+    client chooses (X-Client-Id, X-Forwarded-For) never name it; X-Forwarded-For only with
+    ``trust_proxy``, where the proxy in front of the server adds the last entry."""
+    if service.requires_key:
+        identity = service.identify(bearer_token(request.headers.get(AUTHORIZATION)))
+        if identity is None:
+            raise ServiceError(401, "missing, wrong or revoked API key: send it as 'Authorization: Bearer KEY' "
+                                    "(the owner issues keys with `knockoff keys add NAME`)",
+                               {"WWW-Authenticate": "Bearer"})
+        return identity
+    forwarded = request.headers.get("x-forwarded-for") if service.trust_proxy else None
+    address = forwarded.split(",")[-1].strip() if forwarded else (request.client.host if request.client else "")
+    return service.anonymous(address)
 
 
-def _check_key(service: VictimService, request) -> None:
-    if not service.authorised(request.headers.get(API_KEY)):
-        raise ServiceError(401, f"missing or wrong {API_KEY}")
-
-
-async def _answer_query(service: VictimService, request):
-    """``POST /query``: check, rate-limit, answer (or recall) and charge one request."""
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import Response
-
-    _check_key(service, request)
-    client = _client_of(request)
-    request_id = request.headers.get(REQUEST_ID, "")
-    if not 1 <= len(request_id) <= 128:
-        raise ServiceError(400, f"every query needs an {REQUEST_ID} header (1 to 128 characters)")
-    purpose = request.headers.get(PURPOSE, "attack")
-    if purpose not in PURPOSES:
-        raise ServiceError(400, f"{PURPOSE} {purpose!r}: use 'attack' or 'eval'")
-    body = await request.body()
-    digest = hashlib.sha256(body).hexdigest()
-    fault = service.fault(client)
-    if fault == "500":
-        raise ServiceError(500, "injected fault: internal error")
-    if fault == "429":
-        raise ServiceError(429, "injected fault: rate limited", {"Retry-After": "1"})
-    answer = service.recall(client, request_id, digest)
-    headers = {REPEAT: "1"} if answer is not None else {}
-    if answer is None:
-        images = service.images(body)
-        wait = service.wait_needed(client, len(images))
-        if wait > 0:
-            raise ServiceError(429, f"over the rate limit of {service.rate:g} queries per second",
-                               {"Retry-After": str(max(1, math.ceil(wait)))})
-        answer = await run_in_threadpool(service.answer, client, request_id, digest, images, purpose)
-    if service.alarm(client) is not None:
-        headers[DETECTED_AT] = str(service.alarm(client))
-    if fault in ("timeout", "drop", "malformed", "width"):
-        return await _faulty(fault, answer, headers, service.fault_delay)
-    return Response(answer, media_type="application/octet-stream", headers=headers)
+def _answer(service: VictimService, request, body: bytes):
+    identity = client_of(service, request)
+    answer, headers, fault = service.query(identity, request.headers.get(REQUEST_ID, ""),
+                                           request.headers.get(PURPOSE, "attack"), body)
+    alarm = service.alarm(identity.name)
+    if alarm is not None:
+        headers[DETECTED_AT] = str(alarm)
+    return answer, headers, fault
 
 
 async def _faulty(fault: str, answer: bytes, headers: dict, delay: float):
@@ -140,8 +123,17 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_forever(app, sock: socket.socket) -> None:
-    """Serve ``app`` (see :func:`create_app`) on ``sock`` with uvicorn until interrupted."""
+def server(app, limits: Limits | None = None):
+    """A uvicorn server for ``app`` (see :func:`create_app`) that enforces its limits."""
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    limits = limits or app.state.limits
+    return uvicorn.Server(uvicorn.Config(  # proxy_headers=False: uvicorn would take X-Forwarded-For from loopback
+        app, log_level="warning", http=protocol(limits.header_timeout), timeout_keep_alive=limits.keep_alive,
+        h11_max_incomplete_event_size=limits.max_header_bytes, limit_concurrency=limits.max_connections,
+        proxy_headers=False, server_header=False))
+
+
+def serve_forever(app, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` with uvicorn until interrupted."""
+    server(app).run(sockets=[sock])

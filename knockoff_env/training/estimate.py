@@ -56,9 +56,9 @@ def agreement(predictions: np.ndarray | torch.Tensor, victim_labels: np.ndarray 
 
 
 def near_chance_advice(phase: str, agreement_value: float, chance: float, what_to_try: str) -> str:
-    """The message shown when a fit stays near chance."""
+    """The message shown when a fit stays near chance; ``what_to_try`` comes from :mod:`.advice`."""
     return (f"the {phase} knockoff agrees with the victim on {agreement_value:.1%} of held-out queries, near "
-            f"chance ({chance:.1%}, a constant guess): it has not learnt the victim. Try: {what_to_try}")
+            f"chance ({chance:.1%}, a constant guess): it has not learnt the victim. {what_to_try}")
 
 
 def warn_near_chance(phase: str, agreement_value: float, chance: float, what_to_try: str) -> None:

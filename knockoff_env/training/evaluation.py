@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import NotEvaluableError
 from .online import batches, predict
 
 
@@ -31,14 +32,18 @@ def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes:
         return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
 
 
-def evaluation_report(knockoff_predictions: np.ndarray, victim_predictions: np.ndarray, labels: np.ndarray,
-                      transfer_outputs: np.ndarray) -> dict:
+def evaluation_report(knockoff_predictions: np.ndarray, victim_predictions: np.ndarray | None, labels: np.ndarray,
+                      transfer_outputs: np.ndarray, unmeasured: str = "") -> dict:
     """Top-1 accuracy of knockoff and victim, ×victim, agreement, and per-class accuracy split
-    into classes seen / unseen in the transfer set (means over the classes of each group)."""
+    into classes seen / unseen in the transfer set (means over the classes of each group).
+
+    Without the victim's predictions (``None``: they were not allowed, see ``unmeasured``) the
+    figures that need them (``victim_accuracy``, ``times_victim``, ``agreement``) are None and
+    ``not_measured`` names them with the reason; the knockoff's own figures need only the labels.
+    """
     labels = np.asarray(labels)
     num_classes = np.asarray(transfer_outputs).shape[1]
     knockoff_accuracy = float((knockoff_predictions == labels).mean())
-    victim_accuracy = float((victim_predictions == labels).mean())
     seen = seen_classes(transfer_outputs, num_classes)
     per_class = per_class_accuracy(knockoff_predictions, labels, num_classes)
 
@@ -46,12 +51,20 @@ def evaluation_report(knockoff_predictions: np.ndarray, victim_predictions: np.n
         values = per_class[mask & ~np.isnan(per_class)]
         return float(values.mean()) if values.size else None
 
-    return {"knockoff_accuracy": knockoff_accuracy, "victim_accuracy": victim_accuracy,
-            "times_victim": knockoff_accuracy / victim_accuracy if victim_accuracy > 0 else float("nan"),
-            "agreement": float((knockoff_predictions == victim_predictions).mean()),
-            "seen_classes": int(seen.sum()), "unseen_classes": int((~seen).sum()),
-            "seen_class_accuracy": mean(seen), "unseen_class_accuracy": mean(~seen),
-            "per_class_accuracy": [None if np.isnan(a) else float(a) for a in per_class]}
+    report = {"knockoff_accuracy": knockoff_accuracy, "victim_accuracy": None, "times_victim": None,
+              "agreement": None, "seen_classes": int(seen.sum()), "unseen_classes": int((~seen).sum()),
+              "seen_class_accuracy": mean(seen), "unseen_class_accuracy": mean(~seen),
+              "per_class_accuracy": [None if np.isnan(a) else float(a) for a in per_class], "not_measured": {}}
+    if victim_predictions is None:
+        report["not_measured"] = {key: unmeasured for key in VICTIM_FIGURES}
+        return report
+    victim_accuracy = float((victim_predictions == labels).mean())
+    report.update(victim_accuracy=victim_accuracy, agreement=float((knockoff_predictions == victim_predictions).mean()),
+                  times_victim=knockoff_accuracy / victim_accuracy if victim_accuracy > 0 else float("nan"))
+    return report
+
+
+VICTIM_FIGURES = ("victim_accuracy", "times_victim", "agreement")  # what needs the victim's eval-set answers
 
 
 class Evaluation:
@@ -61,6 +74,10 @@ class Evaluation:
 
     ``victim``: a :class:`~knockoff_env.victim.BlackBox` (its ``evaluation_model()`` answers, its
     ``defence`` is what the cost measures). ``eval_set``: ``(images or Dataset, labels)``.
+    A victim whose eval-set answers would cost queries nobody allowed (a remote victim without
+    ``eval_via_endpoint`` or a local copy: :class:`~knockoff_env.errors.NotEvaluableError`) is
+    not asked: the knockoff's accuracy is still reported, and the figures that need the
+    victim's answers are None, named with the reason in ``not_measured``.
     """
 
     def __init__(self, victim, eval_set: tuple, device):
@@ -68,26 +85,37 @@ class Evaluation:
         self.data = (data, torch.from_numpy(self.labels)) if isinstance(data, torch.Tensor) else data
         self.victim, self.device = victim, device
         self._victim_predictions: np.ndarray | None = None
-        self._defence_cost: dict[str, float] | None = None
+        self.unmeasured = ""  # why the victim's predictions are not available, once that is known
+        self._defence_cost: dict[str, float | None] | None = None
 
-    def victim_predictions(self) -> np.ndarray:
-        if self._victim_predictions is None:
-            self._victim_predictions = predict(self.victim.evaluation_model(), self.data, self.device)
+    def victim_predictions(self) -> np.ndarray | None:
+        """The victim's top-1 on the eval set (computed once), or None when they may not be had."""
+        if self._victim_predictions is None and not self.unmeasured:
+            try:
+                model = self.victim.evaluation_model()
+            except NotEvaluableError as err:
+                self.unmeasured = str(err)
+                return None
+            self._victim_predictions = predict(model, self.data, self.device)
         return self._victim_predictions
 
     def report(self, model, transfer_outputs: np.ndarray) -> dict:
         """:func:`evaluation_report` of ``model`` plus the defence's cost: ``victim_accuracy_defended``
         (top-1 of the defended answers) and ``defence_l1`` (mean L1 from the true answers)."""
         report = evaluation_report(predict(model, self.data, self.device), self.victim_predictions(), self.labels,
-                                   transfer_outputs)
+                                   transfer_outputs, self.unmeasured)
         report.update(self.defence_cost(report["victim_accuracy"]))
+        if self.unmeasured and self.victim.defence:
+            report["not_measured"].update(dict.fromkeys(("victim_accuracy_defended", "defence_l1"), self.unmeasured))
         return report
 
-    def defence_cost(self, victim_accuracy: float) -> dict[str, float]:
+    def defence_cost(self, victim_accuracy: float | None) -> dict[str, float | None]:
         """Without a defence in this black box (none, or one that runs on a remote victim's server)
         there is nothing to measure, and nothing is queried."""
         if not self.victim.defence:
             return {"victim_accuracy_defended": victim_accuracy, "defence_l1": 0.0}
+        if self.unmeasured:  # the true answers would be queries nobody allowed
+            return {"victim_accuracy_defended": None, "defence_l1": None}
         if self._defence_cost is None:
             hits, l1, first = 0.0, 0.0, 0
             for x, *_ in batches(self.data, self.victim.batch_size):

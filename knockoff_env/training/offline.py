@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..checks import is_integer
+from .advice import offline_advice
 from .estimate import agreement, chance_agreement, is_near_chance, near_chance_advice, split_holdout, warn_near_chance
 from .losses import soft_cross_entropy
 from .online import batches, predict
@@ -146,9 +147,11 @@ def fit_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: torch
         _predict(model, fit_data, device, workers, in_memory, channels_last, bf16), victim_labels[train_pos])
     estimate = best if len(held_pos) else fit_agreement
     near = is_near_chance(estimate, chance, len(held_pos) or len(train_pos))
-    advice = near_chance_advice("retrained", estimate, chance, _what_to_try(recipe)) if near else ""
+    advice = offline_advice(recipe, pretrained, best_epoch, n, num_classes, len(np.unique(victim_labels))) \
+        if near else ""
     if near and warn:
-        warn_near_chance("retrained", estimate, chance, _what_to_try(recipe))
+        warn_near_chance("retrained", estimate, chance, advice)
+    advice = near_chance_advice("retrained", estimate, chance, advice) if near else ""
     return OfflineFit(model=model, recipe=recipe, epochs=recipe.epochs, best_epoch=best_epoch,
                       heldout_agreement=best if len(held_pos) else float("nan"), fit_agreement=fit_agreement,
                       chance=chance, near_chance=near, heldout_size=len(held_pos), train_size=len(train_pos),
@@ -182,13 +185,6 @@ def train_offline(model: nn.Module, images: torch.Tensor | Dataset, targets: tor
                   **kwargs) -> nn.Module:
     """:func:`fit_offline` on the whole transfer set (nothing held out by default); returns the model."""
     return fit_offline(model, images, targets, device=device, recipe=recipe, holdout=holdout, **kwargs).model
-
-
-def _what_to_try(recipe: Recipe) -> str:
-    other = "recipe='paper' if the knockoff starts from pretrained weights" if recipe.name == "scratch" else \
-        "recipe='scratch' if the knockoff starts from random weights"
-    return (f"{other}; a larger lr than {recipe.lr:g}; more epochs than {recipe.epochs}; a larger budget; "
-            "or check that the knockoff can represent the task")
 
 
 @torch.inference_mode()

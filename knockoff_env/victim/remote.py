@@ -4,25 +4,32 @@
 attacks a remote victim; the world keeps its query set and eval set. :class:`RemoteVictim`
 keeps one HTTP connection open (httpx), sends batches of up to the server's ``max_batch``
 images, retries what can be retried (timeouts, dropped connections and 5xx with
-exponential backoff and jitter; 429 after its ``Retry-After``) and stops with a
-:class:`RemoteVictimError` naming the request for what cannot (401, a malformed answer,
-one of the wrong width). A step whose answer never came spends nothing: the env gives its
+exponential backoff and jitter; 429 after its ``Retry-After``, taken only when it is a finite
+number of seconds or an HTTP date, and never longer than ``max_wait``; otherwise the backoff)
+and stops with a :class:`RemoteVictimError` naming the request for what cannot (401, 403, a
+malformed answer, one of the wrong width). A server that stays down (or keeps refusing) ends
+in :class:`RemoteUnavailableError`, which a caller that keeps a run directory turns into the
+command that resumes it. A step whose answer never came spends nothing: the env gives its
 images back to their pool.
 
+The server knows the client from its API key alone (``Authorization: Bearer KEY``; the key is
+read from the environment variable ``api_key_env``, never logged, printed or saved); the name
+it knows the client by is :attr:`RemoteVictim.client` (``GET /whoami``).
+
 Request ids make every paid query count once. A retry reuses its request's id, and the
-server answers a repeated id from memory without charging it again. Ids are derived from
+server answers a repeated id from its kept answers without charging it again. Ids are derived from
 the run's id (``run_id``, which a durable run keeps in its journal), the number of queries
 paid before the request and the images' digest: a resumed run that re-sends the request
 whose answer it paid for but never journaled sends the same id, and gets the answer free.
 
 The ledger (:meth:`RemoteVictim.ledger`) counts what the attack paid: queries, requests,
 retries, seconds spent waiting on the server and, with ``price_per_query``, the cost.
-The API key is read from an environment variable (``api_key_env``), sent only in the
-``X-API-Key`` header, and never logged, printed or saved.
 """
 from __future__ import annotations
 
+import email.utils
 import hashlib
+import math
 import os
 import random
 import time
@@ -33,9 +40,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError, NotEvaluableError
 from .blackbox import BlackBox, VictimOutputError
 from .endpoints import register_transport
-from .wire import API_KEY, CLIENT_ID, DEFAULT_KEY_ENV, DETECTED_AT, FORMAT, PURPOSE, REPEAT, REQUEST_ID, decode, encode
+from .wire import (
+    AUTHORIZATION,
+    DEFAULT_KEY_ENV,
+    DETECTED_AT,
+    FORMAT,
+    PURPOSE,
+    REPEAT,
+    REQUEST_ID,
+    bearer,
+    decode,
+    encode,
+)
 
 RETRY_STATUS = (500, 502, 503, 504)
 
@@ -44,7 +63,16 @@ class RemoteVictimError(VictimOutputError):
     """The remote victim refused a request or answered something unusable; retrying won't help."""
 
 
-class RemoteEvaluationError(ValueError):
+class RemoteUnavailableError(RemoteVictimError):
+    """No usable answer after every attempt (down, unreachable, or refusing with 429/5xx): nothing
+    was spent on the request; it can be sent again later (``url``, ``attempts``, ``last``)."""
+
+    def __init__(self, what: str, hint: str, *, url: str, attempts: int, last: str):
+        super().__init__(what, hint)
+        self.url, self.attempts, self.last = url, attempts, last
+
+
+class RemoteEvaluationError(NotEvaluableError):
     """The remote victim's eval-set answers are needed but neither allowed nor available locally."""
 
 
@@ -53,12 +81,14 @@ class RemoteVictim(BlackBox):
 
     Args:
         url: the server's base URL, e.g. ``"http://127.0.0.1:8000"``.
-        api_key_env: environment variable holding the API key (sent when set).
-        client_id: the name the server counts this attacker's queries under.
+        api_key_env: environment variable holding the API key (sent when set); the key names the
+            client to the server.
+        client_id: removed (the server ignores names a client gives itself); an error says so.
         timeout: seconds to wait for one answer before retrying.
         retries: attempts after the first before a request is given up.
         backoff / max_backoff: the first retry waits about ``backoff`` seconds, doubling
             (with jitter) up to ``max_backoff``.
+        max_wait: the longest ``Retry-After`` obeyed, in seconds (longer ones are cut to it).
         price_per_query: what one query costs, for the ledger's ``cost``.
         eval_via_endpoint: let :meth:`evaluation_model` query the endpoint (evaluation
             queries are counted apart from the attack's).
@@ -70,30 +100,35 @@ class RemoteVictim(BlackBox):
 
     def __init__(self, url: str, *, api_key_env: str = DEFAULT_KEY_ENV, client_id: str | None = None,
                  timeout: float = 10.0, retries: int = 6, backoff: float = 0.25, max_backoff: float = 8.0,
-                 price_per_query: float | None = None, eval_via_endpoint: bool = False,
+                 max_wait: float = 60.0, price_per_query: float | None = None, eval_via_endpoint: bool = False,
                  local_copy: nn.Module | Callable | None = None, run_id: str | None = None,
                  output: str = "probs", top_k: int = 1, decimals: int = 2, device: str | torch.device = "auto"):
         import httpx
 
         if not str(url).startswith(("http://", "https://")):
             raise ValueError(f"victim URL {url!r} must start with http:// or https://")
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("timeout must be positive, retries and backoff not negative")
+        if client_id is not None:
+            raise ConfigError(f"client_id={client_id!r}: a server no longer takes a client's name from the client",
+                              f"drop client_id; the server knows you by your API key (set ${api_key_env} to the key "
+                              "its owner issued with `knockoff keys add NAME`), or by your address without keys")
+        if not (timeout > 0 and retries >= 0 and backoff >= 0 and max_backoff >= 0 and 0 <= max_wait < math.inf):
+            raise ValueError("timeout must be positive; retries, backoff, max_backoff and max_wait finite and not "
+                             "negative")
         self.url, self.timeout, self.retries = str(url).rstrip("/"), float(timeout), int(retries)
-        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        self.backoff, self.max_backoff, self.max_wait = float(backoff), float(max_backoff), float(max_wait)
         self.price_per_query, self.eval_via_endpoint, self.local_copy = price_per_query, eval_via_endpoint, local_copy
-        self.client_id = client_id
         self.run_id = uuid.UUID(run_id) if run_id else uuid.uuid4()
-        headers = {CLIENT_ID: client_id} if client_id else {}
         key = os.environ.get(api_key_env) if api_key_env else None
-        if key:
-            headers[API_KEY] = key
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout)
+        self.api_key_env = api_key_env
+        self._http = httpx.Client(base_url=self.url, headers={AUTHORIZATION: bearer(key)} if key else {},
+                                  timeout=self.timeout)
         self._paid = {"eval_queries": 0, "requests": 0, "retries": 0, "repeats": 0, "seconds_waiting": 0.0}
         health = self._health()
         self.input_shape, self.max_batch = tuple(health["input_shape"]), int(health["max_batch"])
+        me = self._get("/whoami")
+        self.client, self.may_evaluate = str(me["client"]), bool(me["eval"])  # the name the server counts us under
         self.server_detector = health.get("detector")  # the owner's monitor of this client, if any
-        self.server_alarm = self._http.get("/alarm").json()["detected_at"] if self.server_detector else None
+        self.server_alarm = self._get("/alarm")["detected_at"] if self.server_detector else None
         super().__init__(self._request, num_classes=int(health["num_classes"]), output=output, top_k=top_k,
                          decimals=decimals, returns="probs", device=device, batch_size=self.max_batch)
         self._offset = 0
@@ -115,6 +150,24 @@ class RemoteVictim(BlackBox):
             raise ConnectionError(f"{self.url}/health is not a knockoff victim server's (missing {missing})")
         return health
 
+    def _get(self, path: str) -> dict:
+        """A GET that needs the key; a refused key is a RemoteVictimError before anything is paid."""
+        response = self._http.get(path)
+        if response.status_code in (401, 403):
+            raise self._refused(path, response)
+        if response.status_code != 200:
+            raise ConnectionError(f"{self.url}{path} answered {response.status_code}: {_detail(response)}")
+        return response.json()
+
+    def _refused(self, request: str, response) -> RemoteVictimError:
+        if response.status_code == 403:
+            return RemoteVictimError(f"{request}: {self.url} refused ({_detail(response)})")
+        held = f"${self.api_key_env} holds a key" if os.environ.get(self.api_key_env or "") else \
+            f"${self.api_key_env} is not set"
+        return RemoteVictimError(f"{request}: {self.url} refused the API key (401; {held})",
+                                 f"set ${self.api_key_env} (api_key_env) to the key the server's owner issued you "
+                                 "(`knockoff keys add NAME` prints it once)")
+
     # --- queries ------------------------------------------------------------------------
     def __call__(self, images: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
         self._offset = self.queries  # request ids count from the queries paid before this call
@@ -134,43 +187,45 @@ class RemoteVictim(BlackBox):
 
     def _post(self, payload: bytes, request: str, n: int, purpose: str) -> np.ndarray:
         """Send one request, retrying what can be retried; the validated (n, K) answer."""
-        import httpx
-
         start = time.perf_counter()
         try:
             for attempt in range(self.retries + 1):
                 self._paid["requests"] += 1
                 self._paid["retries"] += attempt > 0
-                try:
-                    response = self._http.post("/query", content=payload, headers={
-                        REQUEST_ID: request, PURPOSE: purpose, "Content-Type": "application/octet-stream"})
-                except (httpx.TimeoutException, httpx.TransportError) as err:
-                    failure = f"{type(err).__name__}: {err or 'no answer'}"
-                    time.sleep(self._backoff(attempt))
-                    continue
-                if response.status_code == 200:
-                    if DETECTED_AT in response.headers:
-                        self.server_alarm = int(response.headers[DETECTED_AT])
-                    self._paid["repeats"] += response.headers.get(REPEAT) == "1"
-                    return self._validate(response.content, request, n)
-                if response.status_code == 429:
-                    failure = "429 rate limited"
-                    time.sleep(self._retry_after(response, attempt))
-                    continue
-                if response.status_code in RETRY_STATUS:
-                    failure = f"{response.status_code} {_detail(response)}"
-                    time.sleep(self._backoff(attempt))
-                    continue
-                if response.status_code in (401, 403):
-                    raise RemoteVictimError(
-                        f"request {request}: {self.url} refused the API key ({response.status_code}); set the "
-                        "environment variable named by api_key_env (--api-key-env) to the server's key")
-                raise RemoteVictimError(f"request {request}: {self.url} answered {response.status_code}: "
-                                        f"{_detail(response)}")
-            raise RemoteVictimError(f"request {request}: no answer from {self.url} after {self.retries + 1} "
-                                    f"attempts (last: {failure}); nothing was spent, the step can be retried")
+                probs, failure, wait = self._attempt(payload, request, n, purpose, attempt)
+                if probs is not None:
+                    return probs
+                if attempt < self.retries:  # no wait after the last attempt
+                    time.sleep(wait)
+            raise RemoteUnavailableError(
+                f"request {request}: no answer from {self.url} after {self.retries + 1} attempts (last: {failure})",
+                "nothing was spent on it; send it again once the server answers", url=self.url,
+                attempts=self.retries + 1, last=failure)
         finally:
             self._paid["seconds_waiting"] += time.perf_counter() - start
+
+    def _attempt(self, payload: bytes, request: str, n: int, purpose: str, attempt: int):
+        """One try: (answer, None, 0) or (None, what failed, seconds to wait before the next)."""
+        import httpx
+
+        try:
+            response = self._http.post("/query", content=payload, headers={
+                REQUEST_ID: request, PURPOSE: purpose, "Content-Type": "application/octet-stream"})
+        except (httpx.TimeoutException, httpx.TransportError) as err:
+            return None, f"{type(err).__name__}: {err or 'no answer'}", self._backoff(attempt)
+        if response.status_code == 200:
+            if DETECTED_AT in response.headers:
+                self.server_alarm = int(response.headers[DETECTED_AT])
+            self._paid["repeats"] += response.headers.get(REPEAT) == "1"
+            return self._validate(response.content, request, n), None, 0.0
+        if response.status_code == 429:
+            return None, "429 rate limited", self.retry_after(response.headers.get("retry-after"), attempt)
+        if response.status_code in RETRY_STATUS:
+            return None, f"{response.status_code} {_detail(response)}", self._backoff(attempt)
+        if response.status_code in (401, 403):
+            raise self._refused(f"request {request}", response)
+        raise RemoteVictimError(f"request {request}: {self.url} answered {response.status_code}: "
+                                f"{_detail(response)}")
 
     def _validate(self, body: bytes, request: str, n: int) -> np.ndarray:
         try:
@@ -186,14 +241,16 @@ class RemoteVictim(BlackBox):
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: about backoff·2^attempt, drawn from its upper half."""
-        ceiling = min(self.max_backoff, self.backoff * 2 ** attempt)
+        ceiling = min(self.max_backoff, self.backoff * 2.0 ** min(attempt, 64))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _retry_after(self, response, attempt: int) -> float:
-        try:
-            return max(0.0, float(response.headers["retry-after"]))
-        except (KeyError, ValueError):
-            return self._backoff(attempt)
+    def retry_after(self, value: str | None, attempt: int) -> float:
+        """Seconds to wait for a 429's ``Retry-After`` (seconds or an HTTP date), cut to ``max_wait``;
+        a missing, unparsable, negative or non-finite value gets the backoff instead."""
+        seconds = _seconds(value)
+        if not math.isfinite(seconds) or seconds < 0:
+            return min(self.max_wait, self._backoff(attempt))
+        return min(self.max_wait, seconds)
 
     def new_detector(self):
         """The server's detector, as its answers report it (None when it runs none)."""
@@ -206,12 +263,16 @@ class RemoteVictim(BlackBox):
         """What evaluation queries: the local copy if given, else the endpoint if allowed."""
         if self.local_copy is not None:
             return self.local_copy
+        if self.eval_via_endpoint and not self.may_evaluate:
+            raise RemoteEvaluationError(f"{self.url} does not let {self.client!r} make evaluation queries (its key has "
+                                        "no eval right): ask the owner for one that has (`knockoff keys add NAME "
+                                        "--eval`), or give a local copy (remote={'local_copy': model})")
         if self.eval_via_endpoint:
             return self._evaluate
-        raise RemoteEvaluationError(f"evaluating against the remote victim {self.url} needs its answers on the eval set: "
-                           "allow evaluation queries through the endpoint (remote={'eval_via_endpoint': True}, "
-                           "--eval-via-endpoint; counted apart from the attack's queries) or give a local copy "
-                           "(remote={'local_copy': model})")
+        raise RemoteEvaluationError(
+            f"the victim at {self.url} is remote: its answers on the eval set would be paid queries",
+            "allow them with --eval-via-endpoint (remote={'eval_via_endpoint': True}; counted apart from the "
+            "attack's queries) or give a local copy of the victim (remote={'local_copy': model})")
 
     def _evaluate(self, images: torch.Tensor) -> torch.Tensor:
         chunks = []
@@ -236,12 +297,25 @@ class RemoteVictim(BlackBox):
 
     def usage(self) -> dict:
         """The server's own count of this client's queries (``GET /usage``)."""
-        response = self._http.get("/usage")
-        response.raise_for_status()
-        return response.json().get(self.client_id or "", {})
+        return self._get("/usage").get(self.client, {})
 
     def close(self) -> None:
         self._http.close()
+
+
+def _seconds(value: str | None) -> float:
+    """A ``Retry-After`` value in seconds from now (NaN when it is neither a number nor a date)."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return math.nan
+    return when.timestamp() - time.time() if when.tzinfo else math.nan
 
 
 def _detail(response) -> str:

@@ -10,18 +10,28 @@ from __future__ import annotations
 import numpy as np
 
 FORMAT = "safetensors"
-DEFAULT_KEY_ENV = "KNOCKOFF_API_KEY"  # where clients and `knockoff serve --api-key-env` read the key
+DEFAULT_KEY_ENV = "KNOCKOFF_API_KEY"  # where clients read their key (and `knockoff serve --api-key-env` the owner's)
 DEFAULT_MAX_BATCH = 256  # images in one request
 
 # request headers
 REQUEST_ID = "X-Request-Id"  # required: a retry reuses it and is answered again, not charged again
-CLIENT_ID = "X-Client-Id"  # whose count it is (default: the peer's address)
-PURPOSE = "X-Purpose"  # "attack" (charged) or "eval" (counted apart)
-API_KEY = "X-API-Key"
+PURPOSE = "X-Purpose"  # "attack" (charged) or "eval" (counted apart; only keys with the eval right)
+AUTHORIZATION = "Authorization"  # "Bearer KEY": the key names the client (nothing else the client sends does)
 PURPOSES = ("attack", "eval")
 # answer headers
 REPEAT = "X-Repeat"  # "1": an answer given before, not charged again
 DETECTED_AT = "X-Detected-At"  # the client's charged queries when the owner's detector fired
+
+
+def bearer(key: str) -> str:
+    """The ``Authorization`` header's value for ``key``."""
+    return f"Bearer {key}"
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer KEY`` header (None for anything else)."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def encode(name: str, array: np.ndarray) -> bytes:

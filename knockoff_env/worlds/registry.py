@@ -55,9 +55,15 @@ def unknown_env(env_id: str) -> str:
 def env_option_defaults(env_id: str) -> dict[str, str]:
     """Every keyword an env id accepts, with its default: the entry point's own options, those of
     the world builders it forwards ``**kwargs`` to, :class:`KnockoffEnv`'s and its runtime options."""
-    functions = forwarded_to(load_env_creator(registry[env_id.split(":", 1)[-1]].entry_point))
+    return {name: repr(p.default) for name, p in env_parameters(env_id).items()}
+
+
+def env_parameters(env_id: str) -> dict[str, inspect.Parameter]:
+    """The keyword parameters behind :func:`env_option_defaults` (annotations and defaults)."""
+    entry = registry[env_id.split(":", 1)[-1]].entry_point  # "module:function" text, or the callable itself
+    functions = forwarded_to(entry if callable(entry) else load_env_creator(entry))
     functions.append(KnockoffEnv.__init__)
-    options: dict[str, str] = {}
+    options: dict[str, inspect.Parameter] = {}
     for function in functions:
         try:
             parameters = inspect.signature(function).parameters.values()
@@ -68,9 +74,10 @@ def env_option_defaults(env_id: str) -> dict[str, str]:
                 continue
             if p.kind is p.POSITIONAL_ONLY or p.default is p.empty:
                 continue  # set by the world itself (its victim, query set, knockoff)
-            options[p.name] = repr(p.default)
+            options[p.name] = p
     for field in fields(EnvOptions):
-        options.setdefault(field.name, repr(field.default))
+        options.setdefault(field.name, inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
+                                                         default=field.default, annotation=field.type))
     return options
 
 
@@ -101,6 +108,41 @@ def check_env_options(env_id: str, names) -> None:
     for name in names:
         if name not in options:
             raise ConfigError(unknown_option(name, env_id, options))
+
+
+SIMPLE_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "None": type(None)}
+
+
+def check_option_types(options: dict, parameters: dict[str, inspect.Parameter], owner: str) -> None:
+    """Refuse a value whose kind its parameter's annotation (or default) rules out: a text where
+    a number is due, a float for an ``int``, a bool for a number. Parameters annotated with
+    anything beyond int/float/str/bool/None (a mapping, a model, ``Any``) take any value here."""
+    for name, value in options.items():
+        parameter = parameters.get(name)
+        allowed = _simple_types(parameter) if parameter is not None else None
+        if allowed is None or _fits(value, allowed):
+            continue
+        expected = " or ".join(t.__name__ if t is not type(None) else "None" for t in allowed)
+        raise ConfigError(f"{owner} option {name}={value!r} ({type(value).__name__}) must be {expected}",
+                          f"give {name} a value of that kind (its default is {parameter.default!r})")
+
+
+def _simple_types(parameter: inspect.Parameter) -> tuple | None:
+    annotation = parameter.annotation
+    if annotation is parameter.empty:
+        kind = type(parameter.default)
+        return (kind,) if kind in (int, float, str, bool) else None
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    parts = [part.strip() for part in text.split("|")]
+    return tuple(SIMPLE_TYPES[p] for p in parts) if all(p in SIMPLE_TYPES for p in parts) else None
+
+
+def _fits(value, allowed: tuple) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int) and float in allowed:
+        return True  # an int is a fine float
+    return isinstance(value, allowed)
 
 
 def unknown_option(name: str, env_id: str | None, options: dict[str, str] | None = None) -> str:

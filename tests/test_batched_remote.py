@@ -1,19 +1,39 @@
 """The random strategy against a served victim: one request per batch of up to the server's
 max_batch, charged once, and a batch torn by a kill sent again as it was and answered free."""
 import json
+import os
 import signal
+import subprocess
+import sys
 
+import httpx
 import numpy as np
+import pytest
 
 from agents import RandomAgent, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.durability.journal import TEAR_ENV, Journal
 from knockoff_env.serve import VictimService
+from knockoff_env.worlds.digits import load_digits_victim
 
 from conftest import LinearNet, tiny_world
+from served import ROOT, start_server
 from test_durability_kill import journal_steps
-from test_remote import AlarmAt, cli, digits_expected, serving, usage
-from test_remote import server  # noqa: F401 (a fixture)
+from test_remote import ANONYMOUS, AlarmAt, digits_expected, serving
+
+
+@pytest.fixture(scope="module")
+def server():
+    """`knockoff serve` of the digits world in a subprocess, without keys (clients are their address)."""
+    load_digits_victim()  # trained once into the session cache, which the server reads
+    served = start_server("--max-batch", "64")
+    yield served.url
+    served.stop()
+
+
+def cli(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "agents.cli", "attack", *args], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def served_attack(max_batch: int, detector=None, budget: int = 30):
@@ -21,9 +41,9 @@ def served_attack(max_batch: int, detector=None, budget: int = 30):
     service = VictimService(BlackBox(victim, device="cpu"), (6,), max_batch=max_batch, detector=detector)
     with serving(service) as url:
         env = KnockoffEnv(victim=url, query_set=(x, y), hierarchy=hierarchy, knockoff=lambda: LinearNet(),
-                          budget=budget, device="cpu", remote={"client_id": "batched"})
+                          budget=budget, device="cpu")
         result = run_attack(env, RandomAgent(env), seed=0, progress=False)
-    return env, result, service.usage["batched"]
+    return env, result, service.usage()[ANONYMOUS]
 
 
 def test_one_request_per_batch_of_up_to_max_batch():
@@ -44,7 +64,7 @@ def test_the_servers_alarm_cuts_a_batch_at_its_query():
 def test_a_batch_torn_by_a_kill_is_sent_again_and_answered_free(server, tmp_path):
     budget, run = 200, tmp_path / "run"
     attack = ["--agent", "random", "--budget", str(budget), "--seed", "2", "--quiet", "--checkpoint-every", "4",
-              "--victim-url", server, "--eval-via-endpoint", "--remote-arg", "client_id=batched", "--logdir", str(run)]
+              "--victim-url", server, "--eval-via-endpoint", "--logdir", str(run), "--retrain-epochs", "0"]
     steps_per_batch = 64 // 4  # the server's max_batch, in 4-image steps
     tear = steps_per_batch + 4  # inside the second batch's write, after the server charged it
     torn = cli(*attack, env={TEAR_ENV: str(tear)})
@@ -59,7 +79,7 @@ def test_a_batch_torn_by_a_kill_is_sent_again_and_answered_free(server, tmp_path
     opened.close()
     assert np.flatnonzero(opened.batch_ends).tolist() == [15, 31, 47, 49]  # 64 + 64 + 64 + 8 images
     summary = json.loads((run / "summary.json").read_text())
-    counted = usage(server, "batched")
+    counted = httpx.get(f"{server}/usage").json()[ANONYMOUS]
     assert counted["charged"] == int(records["n"].sum()) == summary["queries"] == budget
     assert counted["repeats"] == 1  # the torn batch: the same request again, answered from memory
     assert summary["victim_calls"] == 3  # after the resume: the torn batch again, then two more

@@ -19,6 +19,9 @@ def action_for(env, position: int):
 class Agent:
     """Base class: holds the env's query set (the adversary knows its own data) and an RNG."""
 
+    needs_online_knockoff = True  # its rewards (the loss) or the user's curve need the online knockoff
+    answer_independent = False  # its next action may depend on the last answers (see agents.batching)
+
     def __init__(self, env, seed: int | None = None):
         self.env = env
         self.query_set = env.unwrapped.query_set

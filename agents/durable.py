@@ -4,9 +4,10 @@ A durable run keeps in its run directory
 
 * ``journal.bin`` — every step's (query-set indices, victim outputs, remote request id),
   appended as soon as the victim answers, before the knockoff learns from it
-  (:mod:`knockoff_env.durability.journal`). It *is* the transfer set. A remote victim's answers
-  are paid for, so each record is fsynced at once; an in-process victim's records are fsynced
-  before every checkpoint and at the end (they survive a crash or SIGKILL of the process; a
+  (:mod:`knockoff_env.durability.journal`); the steps of one victim call (a batched strategy,
+  :mod:`agents.batching`) as one atomic batch. It *is* the transfer set. A remote victim's answers
+  are paid for, so each record (each batch) is fsynced at once; an in-process victim's records are
+  fsynced before every checkpoint and at the end (they survive a crash or SIGKILL of the process; a
   power cut can lose those after the last checkpoint, which the victim answers again for free).
 * ``checkpoint.pt`` — every ``checkpoint_every`` steps, atomically: the env's state (pools
   = ``order`` + ``cursor``, env and torch RNGs, knockoff weights and momentum, reward
@@ -15,15 +16,16 @@ A durable run keeps in its run directory
 
 Resuming restores the last checkpoint (or, if none was written yet, the seeded reset),
 refills the transfer set from the journal records before it, then **replays** the records
-after it: the agent acts, the env steps, and the victim's answer is served from the
-journal instead of the victim. So the knockoff is retrained on the replayed records, the
+after it, batch by batch: the agent acts, the env steps, and the victim's answer is served
+from the journal instead of the victim. So the knockoff is retrained on the replayed records, the
 rewards and the agent learn from them, and the pools mark them spent, exactly as in the
 original run; on CPU the resumed run is bit-identical to an uninterrupted one. Every
 replayed step must draw exactly the journaled images, otherwise resuming stops with an
 error (it could only happen if the computation is not deterministic, e.g. some GPU kernels).
 
 The gap between a paid answer and its durable record is the write itself. A kill inside
-it loses that step's record, and the resumed run queries its images again: an in-process
+it loses that step's record (a batch's: the whole batch), and the resumed run queries its
+images again, in the same request: an in-process
 victim simply answers again; a remote victim (:mod:`knockoff_env.remote`) gets the same
 request id (derived from the journal's run id, the queries paid before and the images), so
 the server answers it from its kept answers (which `--state DIR` keeps across a server restart)
@@ -89,9 +91,10 @@ class DurableRun:
         if step:
             obs, info = self.core.observe()
         done = step > 0 and (self.core.spent >= self.core.budget or not self.core.query_set.remaining().any())
-        for record in records[step:]:
-            obs, info, done = self._replay(record, obs, info, step)
-            step += 1
+        ends = np.flatnonzero(self.journal.batch_ends[step:]) + step + 1
+        for end in ends:  # batch by batch, as the victim answered them
+            obs, info, done = self._replay(records[step:end], obs, info, step)
+            step = int(end)
         return obs, info, step, done
 
     def _restore(self, records: np.ndarray) -> int:
@@ -114,19 +117,25 @@ class DurableRun:
                                   f"hold {len(self.core.transfer_set)}; the files come from different runs")
         return step
 
-    def _replay(self, record, obs, info, step: int):
-        """One journaled step through agent and env, answered from the journal, not the victim."""
-        n = int(record["n"])
-        action = self.agent.act(obs, info)
-        query = self.core.prepare(action)
-        if not np.array_equal(query.index[:n], record["indices"][:n]):  # fewer: the step the alarm cut
-            raise CheckpointError(f"replaying step {step} drew other images than the journal records: the run "
-                                  "is not reproducible here (non-deterministic kernels?), so it cannot resume")
-        self.core.victim.queries += n  # paid before the interruption
-        answers = torch.from_numpy(record["outputs"][:n].copy()).to(self.core.device)
-        obs, reward, terminated, truncated, info = self.core.learn(query, answers)
-        self.agent.update(action, reward, info)
-        return obs, info, terminated or truncated
+    def _replay(self, batch: np.ndarray, obs, info, step: int):
+        """One journaled batch of steps (one victim call) through agent and env, answered from
+        the journal, not the victim."""
+        actions, queries, answers, drawn = [], [], [], 0
+        for i, record in enumerate(batch):
+            n = int(record["n"])
+            actions.append(self.agent.act(obs, info))
+            queries.append(self.core.prepare(actions[-1], pending=drawn))
+            if not np.array_equal(queries[-1].index[:n], record["indices"][:n]):  # fewer: the step the alarm cut
+                self.core.cancel_batch(queries)
+                raise CheckpointError(f"replaying step {step + i} drew other images than the journal records: the "
+                                      "run is not reproducible here (non-deterministic kernels?), so it cannot resume")
+            drawn += len(queries[-1].index)
+            self.core.victim.queries += n  # paid before the interruption
+            answers.append(torch.from_numpy(record["outputs"][:n].copy()).to(self.core.device))
+        obs, rewards, terminated, truncated, infos = self.core.learn_batch(queries, answers)
+        for action, reward, step_info in zip(actions, rewards, infos):
+            self.agent.update(action, float(reward), step_info)
+        return obs, infos[-1], terminated or truncated
 
     def _attach(self) -> None:
         """Journal each step's answers the moment they arrive; a remote victim names its
@@ -134,14 +143,29 @@ class DurableRun:
         if self.paid:
             self.core.victim.run_id = self.journal.run_id
         self.core.on_answers = self._journal_answers
+        self.core.on_answers_batch = self._journal_batch
 
     def _journal_answers(self, query, answers: torch.Tensor) -> None:
         requests = getattr(self.core.victim, "last_requests", None)
         self.journal.append(query.index, answers.detach().cpu().numpy(), requests[0] if requests else None)
 
-    def checkpoint(self, step: int) -> None:
-        """Every ``checkpoint_every`` steps, save env + agent state atomically."""
-        if self.every and step % self.every == 0:
+    def _journal_batch(self, queries: list, answers: list[torch.Tensor]) -> None:
+        """The steps of one victim call as one batch; each names the request of its first image."""
+        requests = getattr(self.core.victim, "last_requests", None) or []
+        host = torch.cat(answers).detach().cpu().numpy()
+        steps, offset = [], 0
+        for query in queries:
+            n = len(query.index)
+            request = requests[offset // self.core.victim.batch_size] if requests else None
+            steps.append((query.index, host[offset:offset + n], request))
+            offset += n
+        self.journal.append_batch(steps)
+
+    def checkpoint(self, step: int, since: int | None = None) -> None:
+        """Every ``checkpoint_every`` steps, save env + agent state atomically; ``since``: the step
+        count before the last batch of steps (a checkpoint is due when it crossed a multiple)."""
+        since = step - 1 if since is None else since
+        if self.every and step // self.every > since // self.every:
             self.journal.sync()  # the checkpoint never gets ahead of the durable journal
             state = {"run.step": np.int64(step)}
             state.update({f"env.{k}": v for k, v in self.core.state_dict(transfer_set=False).items()})
@@ -168,7 +192,7 @@ class DurableRun:
         return sorted(points.items())
 
     def close(self) -> None:
-        self.core.on_answers = None
+        self.core.on_answers = self.core.on_answers_batch = None
         if self.journal is not None:
             self.journal.close()
 

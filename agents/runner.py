@@ -13,6 +13,7 @@ from knockoff_env.durability.run_dir import save_run
 from knockoff_env.errors import ConfigError
 
 from .attack_log import AttackLog
+from .batching import batch_images, choose_online, play_batch
 from .durable import DurableRun
 from .estimates import ESTIMATE_WINDOW, online_agreement, online_judgement
 from .interrupt import StepBoundaryInterrupt
@@ -23,7 +24,8 @@ REWARD_POINTS = 1000  # reward points logged per episode (each the mean of its b
 
 def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, eval_every: int | None = None,
                retrain_epochs: int | None = 0, progress: bool = True, retrain_kwargs: dict | None = None,
-               checkpoint_every: int | None = None, resume: bool = False) -> dict:
+               checkpoint_every: int | None = None, resume: bool = False, train_online: bool | None = None,
+               batch: bool | int | None = None) -> dict:
     """Play one episode to the budget and report the attack.
 
     Args:
@@ -43,13 +45,22 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         checkpoint_every: journal every step into ``logdir`` and checkpoint every this many
             steps, so that an interrupted attack can be resumed (see :mod:`agents.durable`).
         resume: continue the interrupted attack journaled in ``logdir`` (same env, agent, seed).
+        train_online: train the online knockoff (True) or not (False); None: as the agent needs
+            (the random strategy does not) unless ``eval_every`` asks for its curve, or as the env
+            was told (``train_online=`` there wins). See :mod:`agents.batching`.
+        batch: a strategy whose actions do not depend on the answers (random) is queried in
+            batches of whole steps, one victim call each: None/True for batches of up to the
+            victim's ``batch_size`` (a served victim's ``max_batch``), a number for at most that
+            many images, False for one call per step.
     Ctrl-C (SIGINT, main thread) stops the attack at the next step boundary and wraps it up as
     a finished one (evaluation, figures, saved files; no retraining) with ``interrupted: True``
     in the result; a second Ctrl-C raises ``KeyboardInterrupt`` at once (see :mod:`agents.interrupt`).
 
     Returns:
         ``victim_accuracy``, ``knockoff_accuracy`` (retrained if asked, else online),
-        ``knockoff_accuracy_online``, ``times_victim``, ``agreement``, ``queries``, ``seconds``,
+        ``knockoff_accuracy_online`` (None when no online knockoff was trained and a retrained one
+        is reported), ``times_victim``, ``agreement``, ``queries``, ``victim_calls`` (one per step,
+        or per batch of steps), ``seconds``,
         ``accuracy_curve`` ([(queries, online accuracy)] at each evaluation and the end),
         ``agreement_curve`` ([(queries, online held-out agreement, images it was measured on)]),
         ``near_chance`` (the final knockoff's held-out agreement is near a constant guess's;
@@ -62,8 +73,9 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     start = time.perf_counter()
     _check_options(seed, eval_every, checkpoint_every, resume, logdir, retrain_epochs)
     core = env.unwrapped
+    choose_online(core, agent, train_online, eval_every, logdir if resume else None)
     durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None
-    episode = Episode(env, agent, seed, logdir, eval_every, durable, resume)
+    episode = Episode(env, agent, seed, logdir, eval_every, durable, resume, batch_images(core, agent, batch))
     episode.play(progress)
     if durable:
         durable.close()
@@ -74,19 +86,21 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     if retraining:
         model, final = _retrain(core, episode.log, seed, retrain_epochs, progress, retrain_kwargs or {}, result)
     result.update({k: final.get(k) for k in FINAL})
+    result.update({k: final.get(k) for k in VICTIM if result[k] is None})  # no online knockoff was evaluated
     result.update(retrained=retraining, seconds=time.perf_counter() - start)
     if hasattr(core.victim, "ledger"):  # a remote victim: what the attack paid the server
         result["ledger"] = core.victim.ledger()
     if episode.log:
-        if core.eval_set is not None:
+        if online["knockoff_accuracy"] is not None:
             episode.log.accuracy(result["queries"], online["knockoff_accuracy"])
-        result["figures"] = {k: str(v) for k, v in episode.log.close(online["victim_accuracy"]).items()}
+        result["figures"] = {k: str(v) for k, v in episode.log.close(result["victim_accuracy"]).items()}
         save_run(logdir, env, model, result)
     return result
 
 
 FINAL = ("knockoff_accuracy", "times_victim", "agreement", "seen_classes", "unseen_classes", "seen_class_accuracy",
          "unseen_class_accuracy", "not_measured")  # of the reported knockoff: retrained if asked, else the online one
+VICTIM = ("victim_accuracy", "victim_accuracy_defended", "defence_l1")  # from the final evaluation, if no online one
 NO_EVAL = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None,
            "not_measured": {}}
 
@@ -120,13 +134,13 @@ class Episode:
     logs, periodic evaluations and the durable run's journal and checkpoints."""
 
     def __init__(self, env, agent, seed: int, logdir, eval_every: int | None, durable: DurableRun | None,
-                 resume: bool):
+                 resume: bool, batch: int | None = None):
         self.env, self.agent, self.core, self.seed = env, agent, env.unwrapped, seed
-        self.eval_every, self.durable = eval_every, durable
+        self.eval_every, self.durable, self.batch = eval_every, durable, batch
         core = self.core
         self.obs, self.info = env.reset(seed=seed)
         agent.reset(seed)
-        self.step, self.done = 0, False
+        self.step, self.done, self.victim_calls = 0, False, 0  # calls: one per step, or per batch of steps
         if durable:
             self.obs, self.info, self.step, self.done = durable.start(self.obs, self.info, resume)
         total_steps = -(-core.budget // core.queries_per_step)
@@ -152,7 +166,10 @@ class Episode:
         with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress,
                   desc="attack") as bar, StepBoundaryInterrupt() as interrupt:
             while not self.done and not interrupt.requested:
-                self._step(interrupt, bar)
+                if self.batch:
+                    play_batch(self, interrupt, bar)
+                else:
+                    self._step(interrupt, bar)
         self.interrupted = interrupt.requested and not self.done
 
     def _step(self, interrupt: StepBoundaryInterrupt, bar) -> None:
@@ -164,6 +181,7 @@ class Episode:
                             agent.coarse_probabilities(np.asarray(self.info["action_mask"], bool)))
         with interrupt.step():
             self.obs, reward, terminated, truncated, self.info = self.env.step(action)  # a durable run journals
+        self.victim_calls += 1
         info = self.info
         agent.update(action, reward, info)
         self.step += 1
@@ -172,13 +190,25 @@ class Episode:
         bar.update(info["queries_this_step"])
         if self.log:
             self.log.rewards(info["queries"], reward, info["rewards"])
-        if self.window_start is not None and info["queries"] >= self.window_start and not terminated:
-            core.knockoff.heldout_agreement()  # restart the count: the estimate covers what follows
+        self.after(terminated or truncated, bar)
+
+    def after(self, done: bool, bar) -> None:
+        """After a step (or a batch of steps): the estimate's window, a due evaluation, the end."""
+        queries = self.info["queries"]
+        if self.window_start is not None and queries >= self.window_start and not done:
+            self.core.knockoff.heldout_agreement()  # restart the count: the estimate covers what follows
             self.window_start = None
-        if self.eval_every and info["queries"] >= self.next_eval and not terminated:
+        if self.eval_every and queries >= self.next_eval and not done:
             self.next_eval += self.eval_every
             self._evaluate(bar)
-        self.done = terminated or truncated
+        self.done = done
+
+    def stop_at(self) -> int | None:
+        """The query count at which the loop must look between steps (an evaluation, the window)."""
+        stops = [self.next_eval] if self.eval_every else []
+        if self.window_start is not None and self.core.train_online:
+            stops.append(self.window_start)
+        return min(stops) if stops else None
 
     def _evaluate(self, bar) -> None:
         """The online knockoff's held-out agreement and, with an eval set, its accuracy."""
@@ -200,8 +230,11 @@ class Episode:
         core, queries = self.core, self.info["queries"]
         if core.train_online:
             online_agreement(core, queries, self.agreement_curve, self.log, None)
-        online = core.evaluate() if self.has_eval else NO_EVAL
+        # an online knockoff that never learned is not evaluated when a retrained one will be
+        evaluated = self.has_eval and (core.train_online or not retraining)
+        online = core.evaluate() if evaluated else NO_EVAL
         result = {"agent": type(self.agent).__name__, "seed": self.seed, "queries": queries, "steps": self.step,
+                  "victim_calls": self.victim_calls,
                   "victim_queries": core.victim.queries, "interrupted": self.interrupted,
                   "victim_accuracy": online["victim_accuracy"],
                   "knockoff_accuracy_online": online["knockoff_accuracy"],
@@ -210,7 +243,7 @@ class Episode:
                   "defence_l1": online.get("defence_l1"),
                   "detector": core.detector.spec() if core.detector is not None else None,
                   "detected_at": core.detected_at,
-                  "accuracy_curve": self.curve + ([(queries, online["knockoff_accuracy"])] if self.has_eval else []),
+                  "accuracy_curve": self.curve + ([(queries, online["knockoff_accuracy"])] if evaluated else []),
                   "agreement_curve": self.agreement_curve, "recipe": core.recipe.name}
         result.update(online_judgement(core, self.agreement_curve, retraining))
         return result, online

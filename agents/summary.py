@@ -18,9 +18,11 @@ def format_summary(result: dict) -> str:
     lines = [f"victim accuracy   {number('victim_accuracy')}"]
     if result.get("knockoff_accuracy") is not None:
         ratio = "" if result.get("times_victim") is None else f"{result['times_victim']:.2f}× victim, "
+        online = result.get("knockoff_accuracy_online")  # None: no online knockoff was trained
         lines.append(f"knockoff accuracy {result['knockoff_accuracy']:.4f}  ({ratio}"
                      f"{'retrained' if result.get('retrained') else 'online'}"
-                     + (f"; online {result['knockoff_accuracy_online']:.4f}" if result.get("retrained") else "")
+                     + (("; no online knockoff" if online is None else f"; online {online:.4f}")
+                        if result.get("retrained") else "")
                      + "; on the world's labelled eval set)")
         lines.append(f"agreement         {number('agreement')}"
                      + ("  (with the victim, on the eval set)" if result.get("agreement") is not None else ""))

@@ -152,6 +152,7 @@ def tiny_journal_steps(run: Path, wrapped: bool) -> int:
     """Whole records in the tiny world's journal (read back through the journal's own checks)."""
     from agents.durable import run_config
     env = make_env(budget=24)
+    env.prefer_online(False)  # as run_attack chose for the random agent
     journal, records = Journal.open(run / "journal.bin", run_config(env, tiny_agent(env, wrapped), 0))
     journal.close()
     return len(records)
@@ -168,8 +169,8 @@ def finish_from_the_journal(run: Path, wrapped: bool) -> None:
 def test_a_second_ctrl_c_stops_at_once_and_the_run_resumes(tmp_path):
     env = make_env(budget=24)
     agent = SigintAt(make_agent("random", env, seed=0), at=3, presses=2)
-    with pytest.raises(KeyboardInterrupt):
-        run_attack(env, agent, seed=0, logdir=tmp_path, checkpoint_every=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # one victim call per step (batches: see test_batched)
+        run_attack(env, agent, seed=0, logdir=tmp_path, checkpoint_every=2, progress=False, batch=False)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert tiny_journal_steps(tmp_path, wrapped=True) == 2  # stopped before its third step
     finish_from_the_journal(tmp_path, wrapped=True)
@@ -189,6 +190,6 @@ def test_a_second_ctrl_c_during_a_step_waits_for_its_record(tmp_path):
     env = make_env(budget=24, victim=victim_pressed_twice_on_its_third_call, num_classes=3)
     with pytest.raises(KeyboardInterrupt):
         run_attack(env, make_agent("random", env, seed=0), seed=0, logdir=tmp_path, checkpoint_every=2,
-                   progress=False)
+                   progress=False, batch=False)
     assert tiny_journal_steps(tmp_path, wrapped=False) == 3  # the paid third answer was journaled first
     finish_from_the_journal(tmp_path, wrapped=False)

@@ -77,7 +77,7 @@ def test_run_attack_with_lr_0_says_near_chance_in_the_summary(make_env):
 
 
 def test_the_online_knockoff_with_lr_0_warns_when_it_is_the_final_knockoff(make_env):
-    env = make_env(query_set=tiny_world(per_label=40)[0], budget=240, knockoff_lr=0.0)
+    env = make_env(query_set=tiny_world(per_label=40)[0], budget=240, knockoff_lr=0.0, train_online=True)
     with pytest.warns(NearChanceWarning, match="online"):
         result = run_attack(env, RandomAgent(env), seed=0, progress=False)
     assert result["near_chance"] and "NEAR CHANCE" in format_summary(result)

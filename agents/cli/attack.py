@@ -66,7 +66,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detection-penalty", type=float, help="subtracted from the reward of the alarm's step "
                                                            "(default: 0)")
     p.add_argument("--offline-only", action="store_true",
-                   help="no online knockoff (the paper's random strategy): faster, no loss reward")
+                   help="no online knockoff for any agent: faster, no loss reward (default: off; the random "
+                        "strategy trains none unless --eval-every or --env-arg train_online=True)")
+    p.add_argument("--batch", type=int, metavar="IMAGES",
+                   help="images per victim call for a strategy that does not read the answers (random; default: "
+                        "the victim's batch size, a served victim's max_batch); 0: one call per step")
     p.add_argument("--alpha", type=float, help="gradient-bandit step size (adaptive agents; default: 0.3)")
     p.add_argument("--train-steps", type=int, default=2000, help="env steps to train an SB3 agent first")
     p.add_argument("--env-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE",
@@ -143,7 +147,8 @@ def attack(args) -> int:
     try:
         result = run_attack(env, agent, seed=args.seed, logdir=args.logdir, eval_every=args.eval_every,
                             retrain_epochs=args.retrain_epochs, progress=not args.quiet,
-                            checkpoint_every=args.checkpoint_every, resume=bool(args.resume))
+                            checkpoint_every=args.checkpoint_every, resume=bool(args.resume),
+                            batch=None if args.batch is None else (args.batch or False))
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         print(kept_after_interrupt(args, env.unwrapped.spent, env.unwrapped.budget, saved=False), file=sys.stderr)
         raise

@@ -35,26 +35,36 @@ def resolve_action(action, space: spaces.Space, query_set: QuerySet, rng: np.ran
     missing label becomes a uniformly drawn label with images left in the same coarse node (else
     anywhere). An action outside ``space`` is a ValueError."""
     a = np.asarray(action)
-    shape = space.shape
-    if a.dtype.kind not in "iu" or a.size != max(1, int(np.prod(shape))) \
-            or not space.contains(a.reshape(shape) if shape else int(a.item())):
+    if not _inside(a, space):
         raise ValueError(f"action {action!r} is outside the action space {space}; "
                          "give integer coarse/label indices within its bounds")
     qs = query_set
-    remaining = qs.remaining()
     if isinstance(space, spaces.Discrete):
         position = int(a.item())
         coarse = int(qs.coarse_of_label[position])
     else:
-        coarse, slot = (int(v) for v in a.reshape(-1))
+        coarse, slot = a.ravel().tolist()
         position = qs.position(coarse, slot)
-    if position >= 0 and remaining[position] > 0:
+    if position >= 0 and qs.cursor[position] < qs.pool_ends[position]:  # images left
         return position, False
+    remaining = qs.remaining()
     start, stop = qs.coarse_offsets[coarse], qs.coarse_offsets[coarse] + qs.coarse_sizes[coarse]
     candidates = start + np.flatnonzero(remaining[start:stop])
     if candidates.size == 0:
         candidates = np.flatnonzero(remaining)
     return int(rng.choice(candidates)), True
+
+
+def _inside(a: np.ndarray, space: spaces.Space) -> bool:
+    """``space.contains`` for integer actions, in plain Python (it runs every step; numpy's reductions
+    on a 2-element array cost more than the rest of the step's bookkeeping)."""
+    if a.dtype.kind not in "iu":
+        return False
+    if isinstance(space, spaces.Discrete):
+        return a.size == 1 and space.start <= int(a.item()) < space.start + space.n
+    values = a.ravel().tolist()
+    return len(values) == space.nvec.size and all(
+        0 <= v - s < n for v, s, n in zip(values, space.start.ravel().tolist(), space.nvec.ravel().tolist()))
 
 
 def action_masks(query_set: QuerySet, action_mode: str) -> np.ndarray:

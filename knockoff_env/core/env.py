@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
-from torch.utils.data import Subset
 
 from ..checks import is_integer
 from ..data.lookahead import build_lookahead
@@ -17,14 +16,15 @@ from ..data.query_set import QuerySet, as_images_and_labels
 from ..devices import resolve_device
 from ..models.compile import compile_model, compile_option
 from ..training.evaluation import Evaluation
-from ..training.offline import OfflineFit, fit_offline
 from ..training.online import OnlineKnockoff, build_model
 from ..training.recipes import Recipe, resolve_recipe
 from ..victim.blackbox import BlackBox, raise_not_finite
 from ..victim.detectors import parse_detector
 from ..victim.endpoints import open_victim
 from .actions import ACTION_MODES, Query, action_masks, action_space, resolve_action
+from .batched import BatchedSteps
 from .fit import PROBE, check_eval_set, probe_knockoff, probe_victim
+from .offline_phase import OfflinePhase
 from .options import EnvOptions
 from .rewards import COMPONENTS, RewardFunction, parse_reward
 from .state import EpisodeState
@@ -33,7 +33,7 @@ from .transfer_set import TransferSet
 ON_DETECTION = ("terminate", "flag")
 
 
-class KnockoffEnv(EpisodeState, gym.Env):
+class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
     """Steal a black-box classifier by choosing which labels of a query set to query.
 
     ## Description
@@ -90,7 +90,8 @@ class KnockoffEnv(EpisodeState, gym.Env):
       or a served victim's URL (``"http://host:port"``; ``remote``: its options, :mod:`~knockoff_env.victim.remote`).
     - ``query_set``: ``(images, labels)`` or a Dataset of (image, label). ``hierarchy``: ``{coarse name:
       [label ids]}`` (default: one node with every label). ``eval_set``: the victim's test set.
-    - ``knockoff``: ``nn.Module`` or a zero-argument factory (rebuilt, under the reset seed, on each seeded reset).
+    - ``knockoff``: ``nn.Module`` or a zero-argument factory (rebuilt, under the reset seed, on each seeded
+      reset when it trains online).
     - ``budget``: B, total queries (default: the whole query set). ``queries_per_step``: 4 (paper).
     - ``reward``: see Rewards. ``diversity_window``: Δ = 25 (paper). ``action_mode``: see Action Space.
     - ``output`` / ``top_k`` / ``decimals``: the victim's output mode (paper default: full probabilities).
@@ -102,6 +103,10 @@ class KnockoffEnv(EpisodeState, gym.Env):
     - ``knockoff_lr`` / ``knockoff_momentum``: the online SGD step (default: the recipe's; paper 0.0005
       and 0.5). ``train_online``: False skips the online knockoff (as the paper's random strategy,
       which trains only offline): the loss component is then not measured (NaN in ``info``) nor rewarded.
+      None (default) trains it unless a runner settles otherwise before the episode (:meth:`prefer_online`:
+      ``run_attack`` skips it for the random strategy); True or False is the user's choice and is kept.
+    - Batched steps: :meth:`step_batch` plays many steps of a strategy whose actions do not depend on the
+      answers (random) with one victim call (see :mod:`.batched`).
     - Speed and runtime, none of which changes the attack: ``options``, an :class:`~knockoff_env.EnvOptions`
       (or dict) of device, bf16, channels_last, fetch_workers, pin_memory, lookahead and
       compile_models; each is also accepted as a keyword of its own (``device="cpu"``). Agents'
@@ -139,7 +144,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
         knockoff_pretrained: bool | None = None,
         knockoff_lr: float | None = None,
         knockoff_momentum: float | None = None,
-        train_online: bool = True,
+        train_online: bool | None = None,
         # speed and runtime (EnvOptions fields are also accepted as keywords); a URL victim's options
         options: EnvOptions | Mapping | None = None,
         remote: Mapping[str, Any] | None = None,
@@ -162,7 +167,9 @@ class KnockoffEnv(EpisodeState, gym.Env):
         self.victim = self._black_box(victim, num_classes, output, top_k, decimals, defence, remote)
         self._watch(detector, on_detection, detection_penalty)
         self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
-        self.train_online = bool(train_online)
+        self._online_chosen = train_online is not None  # the user's choice, which a runner keeps
+        self.train_online = True if train_online is None else bool(train_online)
+        self._reward_spec = reward
         self.reward_weights = self._reward_weights(reward)
         self._knockoff_source = knockoff
         self.knockoff_pretrained = knockoff_pretrained  # True/False/None (unknown): picks recipe="auto"
@@ -234,6 +241,19 @@ class KnockoffEnv(EpisodeState, gym.Env):
                              "another reward")
         return weights
 
+    def prefer_online(self, wanted: bool) -> bool:
+        """Before an episode: train the online knockoff or not, as a runner prefers for its agent,
+        unless the user chose (``train_online=True/False``) or the reward needs it (``"loss"``
+        alone). Returns whether it is trained."""
+        wanted = bool(wanted)
+        if self._online_chosen or wanted == self.train_online or set(parse_reward(self._reward_spec)) == {"loss"}:
+            return self.train_online
+        self.train_online = wanted
+        self.reward_weights = self._reward_weights(self._reward_spec)
+        self.rewards.reweight(self.reward_weights)
+        self._needs_reset = True
+        return wanted
+
     def _online_knockoff(self, lr: float, momentum: float) -> OnlineKnockoff:
         knockoff = OnlineKnockoff(build_model(self._knockoff_source), self.device, lr, momentum, **self._precision)
         if self._compile:
@@ -269,7 +289,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             torch.manual_seed(seed)
-            if not isinstance(self._knockoff_source, nn.Module):  # a factory: a fresh knockoff under the seed
+            if not isinstance(self._knockoff_source, nn.Module) and self.train_online:  # a fresh one under the seed
                 self.knockoff = self._online_knockoff(self.knockoff.lr, self.knockoff.momentum)
         self.knockoff.reset()
         if self.lookahead:
@@ -279,7 +299,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
         self.transfer_set.clear()
         self._last_normalised[:] = 0
         self._window_mean[:] = 0
-        self.spent = 0
+        self.spent = self.pending = 0
         self._needs_reset = False
         if self.detector is not None:
             self.detector.reset()
@@ -299,13 +319,17 @@ class KnockoffEnv(EpisodeState, gym.Env):
         return self.learn(query, answers, eager_check)
 
     # --- the two halves of a step (MultiKnockoff queries the victim for many envs at once) ---
-    def prepare(self, action) -> "Query":
-        """Resolve ``action``, draw the step's images and fetch them: everything before the victim."""
+    def prepare(self, action, *, fetch: bool = True, pending: int = 0) -> "Query":
+        """Resolve ``action``, draw the step's images and fetch them: everything before the victim.
+        ``fetch=False`` leaves the images to the caller; ``pending``: images drawn for earlier steps
+        of a batch that are not learned yet (they count against the budget)."""
         if self._needs_reset:
             raise RuntimeError("the episode is over (or never started); call reset() before step()")
         position, resolved = resolve_action(action, self.action_space, self.query_set, self.np_random)
-        n = min(self.queries_per_step, self.budget - self.spent)
+        n = min(self.queries_per_step, self.budget - self.spent - pending)
         index = self.query_set.draw(position, n)
+        if not fetch:
+            return Query(position, resolved, index, None)
         images = self.lookahead.take(index) if self.lookahead else None
         if images is None:
             images = self.query_set.fetch(index).to(self.device, non_blocking=True)  # once, for both models
@@ -327,7 +351,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
         if alarm is not None and self.on_detection == "terminate" and alarm + 1 < len(answers):
             self.victim.queries -= len(answers) - alarm - 1  # refused after the alarm: not charged
             query, answers = self._shorten(query, alarm + 1), answers[:alarm + 1]
-        index, position = query.index, query.position
+        index = query.index
         # scored before the update, then learned
         loss = self.knockoff.step(query.images, answers) if self.train_online else None
         raw, window_mean = self.rewards.measure(answers, loss)
@@ -345,16 +369,16 @@ class KnockoffEnv(EpisodeState, gym.Env):
         self.spent += len(index)
         self._last_normalised[:] = [parts[f"{c}_normalised"] for c in COMPONENTS]
 
+        return self._end_step(query, parts, reward)
+
+    def _end_step(self, query: "Query", parts: dict[str, float], reward: float):
+        """The step's Gymnasium tuple once it is learned: termination, observation and info."""
         remaining = self.query_set.remaining()
         terminated = self.spent >= self.budget or not remaining.any() \
             or (self.detected_at is not None and self.on_detection == "terminate")
         self._needs_reset = terminated
         info = self._info(remaining)
-        info.update(rewards=parts, resolved=query.resolved, label_position=position,
-                    label=int(self.query_set.label_ids[position]),
-                    coarse_index=int(self.query_set.coarse_of_label[position]),
-                    queries_this_step=len(index))
-        info["coarse"] = self.query_set.coarse_names[info["coarse_index"]]
+        info.update(self._step_infos([query], [parts], [self.spent])[0])
         if self.lookahead:
             if not terminated:
                 self.lookahead.refresh(self.budget - self.spent)
@@ -375,7 +399,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
         """What the agent will probably do next, for the look-ahead (nothing without one):
         its label ``probabilities`` (flat order) or the ``plan`` of its next labels."""
         if self.lookahead and not self._needs_reset:
-            self.lookahead.hint(probabilities, plan, self.budget - self.spent)
+            self.lookahead.hint(probabilities, plan, self.budget - self.spent - self.pending)
 
     def close(self) -> None:
         """Stop the look-ahead's worker threads (the env stays usable, decoding on demand)."""
@@ -402,42 +426,3 @@ class KnockoffEnv(EpisodeState, gym.Env):
         return {"queries": self.spent, "budget": self.budget,
                 "transfer_set_size": len(self.transfer_set),
                 "action_mask": (remaining > 0).astype(np.int8), "detected": self.detected_at is not None}
-
-    # --- evaluation and the offline phase --------------------------------------------
-    def transfer_images(self) -> torch.Tensor | Subset:
-        """The queried images, in query order (a tensor, or a Subset of the query dataset)."""
-        return self.query_set.gather(self.transfer_set.view()[0])
-
-    def retrain(self, epochs: int | None = None, **kwargs) -> nn.Module:
-        """Phase (b): a fresh knockoff trained on the transfer set (see :meth:`fit`); returns the model."""
-        return self.fit(epochs, **kwargs).model
-
-    def fit(self, epochs: int | None = None, *, recipe: str | Recipe | None = None, holdout: float = 0.1,
-            seed: int = 0, progress: bool = False, workers: int = 0, on_epoch=None, warn: bool = True,
-            **overrides) -> OfflineFit:
-        """Phase (b): train a fresh knockoff on the transfer set with the env's recipe (or ``recipe``),
-        ``epochs`` (default: the recipe's) and any other recipe field overridden by keyword;
-        ``holdout`` of the queries judge every epoch and the best epoch is kept (see
-        :mod:`~knockoff_env.training.offline`)."""
-        if len(self.transfer_set) == 0:
-            raise RuntimeError("the transfer set is empty; play an episode before retraining")
-        model = build_model(self._knockoff_source)
-        if isinstance(self._knockoff_source, nn.Module):
-            model.load_state_dict(self.knockoff.initial_state)
-        if epochs is not None:
-            overrides["epochs"] = epochs
-        _, outputs = self.transfer_set.view()
-        pretrained = self.knockoff_pretrained
-        return fit_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()), device=self.device,
-                           recipe=self.recipe if recipe is None else resolve_recipe(recipe, pretrained=pretrained),
-                           pretrained=pretrained, holdout=holdout, seed=seed, progress=progress, workers=workers,
-                           on_epoch=on_epoch, warn=warn, **self._precision, **overrides)
-
-    def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
-        """The knockoff (or ``model``) against the victim on the eval set: top-1 accuracy of both, their
-        ratio (the paper's "×victim"), agreement, per-class accuracy on the classes seen and unseen in
-        the transfer set (supplement D.2), the defence's cost, and ``not_measured`` (see
-        :class:`~knockoff_env.training.evaluation.Evaluation`)."""
-        if self.evaluation is None:
-            raise RuntimeError("no eval_set was given; pass eval_set=(images, labels) or a Dataset")
-        return self.evaluation.report(model or self.knockoff.model, self.transfer_set.view()[1])

@@ -15,6 +15,8 @@ import torch
 from ..checks import is_finite_number, is_integer
 
 COMPONENTS = ("certainty", "diversity", "loss")
+PART_NAMES = [key for name in COMPONENTS for key in (name, f"{name}_normalised")]  # info["rewards"]'s order
+PART_ORDER = [i for c in range(len(COMPONENTS)) for i in (c, c + len(COMPONENTS))]
 
 
 def certainty(y: torch.Tensor) -> torch.Tensor:
@@ -75,6 +77,11 @@ class RewardFunction:
         self.buffer = torch.zeros(self.window, num_classes, device=device)
         self.reset()
 
+    def reweight(self, weights: Mapping[str, float]) -> None:
+        """New component weights (before an episode: the online knockoff was switched on or off)."""
+        self.weights = dict(weights)
+        self._total = sum(self.weights.values())
+
     def reset(self) -> None:
         self.buffer.zero_()
         self.filled = 0
@@ -102,6 +109,58 @@ class RewardFunction:
         loss = y.new_tensor(float("nan")) if loss_per_image is None else loss_per_image.mean().to(y.device, y.dtype)
         raw = torch.stack([certainty(y).mean(), diversity(y, window_mean).mean(), loss])
         return raw, window_mean
+
+    def measure_many(self, y: np.ndarray, sizes: Sequence[int],
+                     losses: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`measure` for consecutive steps at once, on the host: ``y`` (float32) holds their
+        answers in query order, ``sizes`` the images of each, ``losses`` each step's mean loss
+        (None: not measured). Returns the (steps, 3) raw components and the window mean after the
+        last step. Each step's ȳ covers the Δ queries up to its end, as step by step (summed in
+        another order, so equal to float rounding); the window is left as step-by-step pushes
+        leave it."""
+        n, w, k = len(y), self.window, y.shape[1]
+        slots = (self.head - self.filled + np.arange(self.filled)) % w
+        history = np.concatenate([self.buffer[torch.from_numpy(slots)].cpu().numpy(), y]) if self.filled else y
+        sums = np.zeros((len(history) + 1, k))
+        np.cumsum(history, 0, dtype=np.float64, out=sums[1:])
+        ends = np.cumsum(sizes) + self.filled
+        starts = np.maximum(ends - w, 0)
+        means = ((sums[ends] - sums[starts]) / (ends - starts)[:, None]).astype(y.dtype)  # ȳ of each step
+        first = ends - self.filled - np.asarray(sizes)
+        top2 = np.partition(y, k - 2, axis=1)[:, k - 2:]
+        per_image = np.stack([top2[:, 1] - top2[:, 0],
+                              np.maximum(y - np.repeat(means, sizes, axis=0), 0).sum(1)], 1)
+        raw = np.empty((len(sizes), 3))
+        raw[:, :2] = np.add.reduceat(per_image, first, axis=0) / np.asarray(sizes)[:, None]
+        raw[:, 2] = np.nan if losses is None else losses
+        last = min(n, w)  # row r of y goes to slot (head + r) % Δ
+        self.buffer[torch.from_numpy((self.head + n - last + np.arange(last)) % w)] = \
+            torch.from_numpy(y[n - last:]).to(self.buffer.device)
+        self.head, self.filled = (self.head + n) % w, min(self.filled + n, w)
+        return raw, means[-1]
+
+    def score_many(self, raw: np.ndarray) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """:meth:`score` of consecutive steps from their (steps, 3) raw components: the rewards
+        and each step's components, raw and normalised (the running min-max carried through)."""
+        raw = np.asarray(raw, np.float64)
+        normalised = np.zeros_like(raw)
+        for i, name in enumerate(COMPONENTS):
+            value = raw[:, i]
+            if name not in self.weights and np.isnan(value).all():  # not measured, and not needed
+                continue
+            if not np.isfinite(value).all():
+                raise FloatingPointError(f"the {name} reward is not finite: the knockoff diverged; lower knockoff_lr")
+            low = np.minimum.accumulate(np.concatenate([[self.low[i]], value]))[1:]
+            high = np.maximum.accumulate(np.concatenate([[self.high[i]], value]))[1:]
+            self.low[i], self.high[i] = low[-1], high[-1]
+            spread = high - low
+            normalised[:, i] = np.where(spread > 0, (value - low) / np.where(spread > 0, spread, 1), 0.5)
+        if len(self.weights) == 1:
+            rewards = raw[:, COMPONENTS.index(next(iter(self.weights)))].copy()
+        else:
+            rewards = sum(w * normalised[:, COMPONENTS.index(name)] for name, w in self.weights.items()) / self._total
+        parts = [dict(zip(PART_NAMES, row)) for row in np.concatenate([raw, normalised], 1)[:, PART_ORDER].tolist()]
+        return np.asarray(rewards, np.float64), parts
 
     def score(self, raw: np.ndarray) -> tuple[float, dict[str, float]]:
         """Step reward and every component raw and normalised, from the host copy of :meth:`measure`."""

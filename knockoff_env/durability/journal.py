@@ -5,22 +5,29 @@ victim's answer arrives, before the knockoff learns from it, and (``sync=True``,
 victim) fsynced at once. A written record survives the process (a crash, SIGKILL); only an
 fsynced one survives the machine (a power cut). With ``sync=False`` (an in-process victim,
 whose answers cost nothing to ask again) :meth:`Journal.sync` makes the records so far durable,
-as a durable run does before every checkpoint. The file is a data format, never a pickle:
+as a durable run does before every checkpoint. Steps answered by one victim call (a batched
+strategy, see :mod:`knockoff_env.core.batched`) are written together, in one write (and one
+fsync), as one *batch* of records. The file is a data format, never a pickle:
 
 * header: magic ``KOJOURN1``, then little-endian uint32 version, queries_per_step Q,
   num_classes K, config length L, the run's id (16 bytes, a UUID: remote victims derive
   their request ids from it), the run's configuration as L bytes of JSON, and a uint32
   CRC-32 of everything before it;
-* records, each ``seq`` (uint64, 0, 1, 2…), ``n`` (uint32, images in the step),
-  ``request`` (16 bytes: the UUID of the step's request to a remote victim, zeros for an
-  in-process one), ``indices`` (Q × int64, query-set indices, unused slots −1), ``outputs``
-  (Q × K float32, the victim's answers, unused rows 0) and a uint32 CRC-32 of the record's
-  other bytes.
+* records, each ``seq`` (uint64, 0, 1, 2…), ``n`` (uint32: images in the step; from version 3
+  its top bit says that the next record belongs to the same batch), ``request`` (16 bytes:
+  the UUID of the remote request that carried the step's first image, zeros for an
+  in-process victim), ``indices`` (Q × int64, query-set indices, unused slots −1),
+  ``outputs`` (Q × K float32, the victim's answers, unused rows 0) and a uint32 CRC-32 of
+  the record's other bytes.
 
-A process killed mid-write leaves a short (or, after a power loss, garbled) last record:
-:meth:`Journal.open` drops it and truncates the file back to the last whole record. Any
-other damage (a bad checksum before the end, a broken header, records out of order) is a
-:class:`JournalError`: the file was modified, and guessing would corrupt the transfer set.
+A process killed mid-write leaves a short (or, after a power loss, garbled) last record, or a
+batch whose last records never reached the disk: :meth:`Journal.open` drops the torn record
+and the rest of its batch, and truncates the file back to the last whole batch (a resumed
+run then sends that batch again as it was, so a served victim recognises its request ids
+and does not charge it twice). Any other damage (a bad checksum before the end, a broken
+header, records out of order) is a :class:`JournalError`: the file was modified, and
+guessing would corrupt the transfer set. Version 2 journals (one batch per record) are read
+as they are; new journals are written as version 3.
 """
 from __future__ import annotations
 
@@ -38,7 +45,9 @@ import numpy as np
 from .checkpoint import CheckpointError, check_config, fsync_dir
 
 MAGIC = b"KOJOURN1"
-VERSION = 2
+VERSION = 3
+READS = (2, 3)  # version 2: records without the batch bit
+MORE = np.uint32(1 << 31)  # the top bit of ``n``: the next record is in the same batch
 _FIXED = struct.Struct("<4I16s")  # version, Q, K, config length, run id
 TEAR_ENV = "KNOCKOFF_JOURNAL_TEAR_AT"  # fault injection for tests: die halfway through record seq N
 
@@ -72,6 +81,7 @@ class Journal:
     def __init__(self, path: Path, fd: int, dtype: np.dtype, next_seq: int, run_id: uuid.UUID, sync: bool = True):
         self.path, self._fd, self.dtype, self.next_seq, self.run_id = path, fd, dtype, next_seq, run_id
         self.sync_each = bool(sync)
+        self.batch_ends = np.ones(next_seq, bool)  # set by open(): each record read, last of its batch?
         tear = os.environ.get(TEAR_ENV)
         self._tear_at = int(tear) if tear else None
 
@@ -92,7 +102,8 @@ class Journal:
 
     @classmethod
     def open(cls, path: str | Path, config: Mapping, sync: bool = True) -> tuple["Journal", np.ndarray]:
-        """Reopen for appending after checking it; returns it and its whole records."""
+        """Reopen for appending after checking it; returns it and the records of its whole
+        batches (``n`` = images; :attr:`batch_ends` marks each batch's last record)."""
         path = Path(path)
         if not path.exists():
             raise JournalError(f"no journal at {path}: this directory holds no resumable attack")
@@ -110,36 +121,61 @@ class Journal:
                                "modified or damaged; restore it from a backup or start a new run")
         if not np.array_equal(records["seq"], np.arange(whole)):
             raise JournalError(f"{path}: records are out of sequence; the journal was modified")
+        more = (records["n"] & MORE) != 0
+        records["n"] &= ~MORE
         if ((records["n"] < 1) | (records["n"] > dtype["indices"].shape[0])).any():
             raise JournalError(f"{path}: a record holds an impossible number of images; the journal was modified")
+        while whole and more[whole - 1]:  # a batch whose last records never reached the disk
+            whole -= 1
+        records, more = records[:whole], more[:whole]
         end = size + whole * dtype.itemsize
         if end != len(data):
             os.truncate(path, end)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         os.fsync(fd)
-        return cls(path, fd, dtype, whole, run_id, sync), records
+        journal = cls(path, fd, dtype, whole, run_id, sync)
+        journal.batch_ends = ~more
+        return journal, records
+
+    @staticmethod
+    def saved_config(path: str | Path) -> dict:
+        """The configuration in the journal's header (before resuming, to follow its choices)."""
+        path = Path(path)
+        data = path.read_bytes() if path.exists() else b""
+        size = header_size(data)
+        if size is None or data[:len(MAGIC)] != MAGIC:
+            raise JournalError(f"{path} is not a knockoff_env journal (bad magic or too short)")
+        start = len(MAGIC) + _FIXED.size
+        return json.loads(data[start:size - 4])
 
     def append(self, indices: np.ndarray, outputs: np.ndarray, request: uuid.UUID | None = None) -> None:
         """Write (and, with ``sync``, fsync) one step's (indices, victim outputs) and its remote request's id."""
-        n = len(indices)
-        record = np.zeros(1, self.dtype)
-        record["seq"], record["n"] = self.next_seq, n
-        if request is not None:
-            record["request"][0] = np.frombuffer(request.bytes, np.uint8)
-        record["indices"][0, :] = -1
-        record["indices"][0, :n] = indices
-        record["outputs"][0, :n] = outputs
-        raw = record.tobytes()
-        record["crc"] = zlib.crc32(raw[:-4])
-        raw = record.tobytes()
-        if self._tear_at == self.next_seq:  # simulate a kill in the middle of a write
-            os.write(self._fd, raw[:len(raw) // 2])
+        self.append_batch([(indices, outputs, request)])
+
+    def append_batch(self, steps: list[tuple[np.ndarray, np.ndarray, uuid.UUID | None]]) -> None:
+        """Write (and, with ``sync``, fsync) the steps of one victim call, each ``(indices, outputs,
+        request)``, as one batch: a reader gets all of them or none."""
+        records = np.zeros(len(steps), self.dtype)
+        records["indices"] = -1
+        for i, (indices, outputs, request) in enumerate(steps):
+            n = len(indices)
+            records["seq"][i], records["n"][i] = self.next_seq + i, n | (MORE if i + 1 < len(steps) else 0)
+            if request is not None:
+                records["request"][i] = np.frombuffer(request.bytes, np.uint8)
+            records["indices"][i, :n] = indices
+            records["outputs"][i, :n] = outputs
+        size = self.dtype.itemsize
+        raw = bytearray(records.tobytes())
+        for i in range(len(steps)):
+            raw[(i + 1) * size - 4:(i + 1) * size] = struct.pack("<I", zlib.crc32(raw[i * size:(i + 1) * size - 4]))
+        if self._tear_at is not None and 0 <= self._tear_at - self.next_seq < len(steps):  # a kill mid-write
+            os.write(self._fd, bytes(raw[:(self._tear_at - self.next_seq) * size + size // 2]))
             os.fsync(self._fd)
             os.kill(os.getpid(), signal.SIGKILL)
-        os.write(self._fd, raw)
+        os.write(self._fd, bytes(raw))
         if self.sync_each:
             os.fsync(self._fd)
-        self.next_seq += 1
+        self.next_seq += len(steps)
 
     def sync(self) -> None:
         """Make every record written so far durable (fsync)."""
@@ -157,8 +193,8 @@ def _read_header(path: Path, data: bytes, config: Mapping) -> tuple[int, np.dtyp
     if len(data) < start + 4 or data[:len(MAGIC)] != MAGIC:
         raise JournalError(f"{path} is not a knockoff_env journal (bad magic or too short)")
     version, q, k, length, run_id = _FIXED.unpack_from(data, len(MAGIC))
-    if version != VERSION:
-        raise JournalError(f"{path} is a version {version} journal; this knockoff_env reads version {VERSION} "
+    if version not in READS:
+        raise JournalError(f"{path} is a version {version} journal; this knockoff_env reads versions {READS} "
                            "(resume it with the version that wrote it, or start a new run)")
     end = start + length
     if len(data) < end + 4 or struct.unpack_from("<I", data, end)[0] != zlib.crc32(data[:end]):

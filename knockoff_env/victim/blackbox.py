@@ -149,7 +149,10 @@ class BlackBox:
     def _answer(self, images: torch.Tensor, check_finite: bool) -> torch.Tensor:
         if self.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+        if self.bf16:
+            with torch.autocast(self.device.type, torch.bfloat16):
+                out = self.victim(images)
+        else:  # no autocast context at all: entering a disabled one costs more than a small forward's layers
             out = self.victim(images)
         if not isinstance(out, torch.Tensor):
             try:

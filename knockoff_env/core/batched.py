@@ -1,0 +1,188 @@
+"""Many steps, one victim call: the env's batched steps, for strategies whose actions do not
+depend on the victim's answers (the random strategy; CopycatCNN).
+
+Such a strategy's next actions are known before any answer comes back, so the env can draw
+the images of many steps, send them to the victim in one call (split by the
+:class:`~knockoff_env.victim.BlackBox` into batches of its ``batch_size``, a served victim's
+``max_batch``) and then learn the steps in order. Each step keeps what makes it a step:
+
+* the draws are the ones :meth:`~KnockoffEnv.step` would make, action after action, so the
+  transfer set is the same as step by step (the answers equal to the victim's float rounding
+  of a larger batch);
+* the budget is exact and no image is drawn twice (a step drawn ``pending`` images into a
+  batch counts them against the budget);
+* the detector sees the batch in query order, in one call; with ``on_detection="terminate"``
+  the steps after the alarm's are given back, not charged and not journaled, as the images
+  after the alarm in a step are;
+* every kept step is handed to ``on_answers_batch`` (a durable run journals the batch
+  atomically) before anything learns from it;
+* the knockoff (when trained online) takes one SGD step per step, in order; the rewards of all
+  steps are computed together (:meth:`RewardFunction.measure_many`: equal to the step-by-step
+  ones up to float rounding). Intermediate observations are not computed (the strategy does
+  not read them): ``step_batch`` returns the observation after the last step.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..victim.blackbox import raise_not_finite
+from .actions import Query
+from .rewards import COMPONENTS
+
+
+class BatchedSteps:
+    """:meth:`step_batch` and its halves for :class:`~knockoff_env.KnockoffEnv`."""
+
+    # called with (queries, answers per step) once a batch's kept answers are known, before anything
+    # learns from them; without it, on_answers is called step by step
+    on_answers_batch: Callable[[list[Query], list[torch.Tensor]], None] | None = None
+    pending = 0  # images drawn by prepare_batch and not yet answered (they count against the budget)
+
+    def step_batch(self, act: Callable[[], Any], max_images: int | None = None, stop_at: int | None = None):
+        """Steps whose actions come from ``act()`` (None: no more), answered by one victim call.
+
+        ``max_images``: the most images in the call (whole steps; default: the victim's
+        ``batch_size``); ``stop_at``: stop once this many queries are spent (an evaluation is
+        due). Returns ``(observation, rewards, terminated, truncated, infos)``: the observation
+        after the last step, one reward and one info per step (the last info is the full one
+        :meth:`step` returns; the others say the step's queries, reward components and label)."""
+        return self.answer_batch(self.prepare_batch(act, max_images, stop_at))
+
+    def prepare_batch(self, act: Callable[[], Any], max_images: int | None = None,
+                      stop_at: int | None = None) -> list[Query]:
+        """Draw the steps of a batch and fetch their images: everything before the victim."""
+        if self._needs_reset:
+            raise RuntimeError("the episode is over (or never started); call reset() before step_batch()")
+        cap = self.victim.batch_size if max_images is None else int(max_images)
+        if cap < 1:
+            raise ValueError(f"max_images={max_images!r} must be a positive number of images")
+        left = min(self.budget - self.spent, int(self.query_set.remaining().sum()))
+        queries: list[Query] = []
+        drawn = 0
+        try:
+            while drawn < left and (not queries or (drawn + self.queries_per_step <= cap
+                                                    and (stop_at is None or self.spent + drawn < stop_at))):
+                action = act()
+                if action is None:
+                    break
+                queries.append(self.prepare(action, fetch=False, pending=drawn))
+                drawn += len(queries[-1].index)
+            if not queries:
+                raise ValueError("act() gave no action: a batch needs at least one step")
+            queries = self._with_images(queries)
+            self.pending = drawn
+            return queries
+        except BaseException:
+            self.cancel_batch(queries)
+            raise
+
+    def _with_images(self, queries: list[Query]) -> list[Query]:
+        """The batch's images in one gather (or from the look-ahead, step by step), split per step."""
+        steps = [self.lookahead.take(q.index) if self.lookahead else None for q in queries]
+        missing = [q.index for q, images in zip(queries, steps) if images is None]
+        if missing:
+            fetched = iter(self.query_set.fetch(np.concatenate(missing)).to(self.device, non_blocking=True)
+                           .split([len(m) for m in missing]))
+            steps = [next(fetched) if images is None else images for images in steps]
+        return [q._replace(images=images) for q, images in zip(queries, steps)]
+
+    def cancel_batch(self, queries: list[Query]) -> None:
+        """Undo :meth:`prepare_batch` when the victim never answered: the images go back to their pools."""
+        self.pending = 0
+        for query in reversed(queries):
+            if query.images is None:
+                self.query_set.undraw(query.position, len(query.index))
+            else:
+                self.cancel(query)
+
+    def answer_batch(self, queries: list[Query]):
+        """Query the victim once for the batch, hand the kept answers on, learn the steps."""
+        eager_check, self.pending = self.device.type == "cpu", 0
+        try:
+            answers = self.victim(torch.cat([q.images for q in queries]), check_finite=eager_check)
+        except BaseException:
+            self.cancel_batch(queries)
+            raise
+        answers = list(answers.split([len(q.index) for q in queries]))
+        if len(queries) == 1:  # exactly a step(): handed on, then watched and learned
+            self._hand_on(queries, answers)
+            return self.learn_batch(queries, answers, eager_check)
+        kept, alarm = self._watch_batch(queries, answers)
+        self._hand_on(queries[:kept], answers[:kept])
+        return self._learn_batch(queries[:kept], answers[:kept], eager_check, alarm)
+
+    def _hand_on(self, queries: list[Query], answers: list[torch.Tensor]) -> None:
+        """The paid answers to ``on_answers_batch`` (else ``on_answers``, step by step)."""
+        try:
+            if self.on_answers_batch is not None:
+                self.on_answers_batch(queries, answers)
+            elif self.on_answers is not None:
+                for query, step_answers in zip(queries, answers):
+                    self.on_answers(query, step_answers)
+        except BaseException:
+            self.cancel_batch(queries)
+            raise
+
+    def learn_batch(self, queries: list[Query], answers: list[torch.Tensor], checked: bool = False):
+        """Everything after the victim for a batch (a durable run replays journaled batches here)."""
+        if len(queries) == 1:
+            obs, reward, terminated, truncated, info = self.learn(queries[0], answers[0], checked)
+            return obs, np.array([reward]), terminated, truncated, [info]
+        kept, alarm = self._watch_batch(queries, answers)
+        return self._learn_batch(queries[:kept], answers[:kept], checked, alarm)
+
+    def _watch_batch(self, queries: list[Query], answers: list[torch.Tensor]) -> tuple[int, int | None]:
+        """The detector over the batch, in query order: how many steps are kept (through the
+        alarm's, whole) and the alarm's index in the kept images. Steps after it go back."""
+        if self.detector is None:
+            return len(queries), None
+        alarm = self.detector.observe(torch.cat([q.images for q in queries]), torch.cat(answers))
+        if alarm is None or self.on_detection != "terminate":
+            return len(queries), alarm
+        ends = np.cumsum([len(q.index) for q in queries])
+        kept = int(np.searchsorted(ends, alarm, side="right")) + 1
+        for query in reversed(queries[kept:]):
+            self.victim.queries -= len(query.index)  # refused after the alarm: not charged
+            self.cancel(query)
+        return kept, alarm
+
+    def _learn_batch(self, queries: list[Query], answers: list[torch.Tensor], checked: bool, alarm: int | None):
+        """The steps' knockoff updates, rewards, transfer set and counters; the step tuples."""
+        sizes = [len(q.index) for q in queries]
+        alarm_step = None if alarm is None else int(np.searchsorted(np.cumsum(sizes), alarm, side="right"))
+        if alarm is not None and self.on_detection == "terminate":  # the alarm's step keeps its images up to it
+            cut = alarm + 1 - (sum(sizes) - sizes[-1])
+            if cut < sizes[-1]:
+                self.victim.queries -= sizes[-1] - cut
+                queries[-1], answers[-1], sizes[-1] = self._shorten(queries[-1], cut), answers[-1][:cut], cut
+        y = torch.cat(answers)
+        losses = torch.stack([self.knockoff.step(q.images, a).mean() for q, a in zip(queries, answers)]) \
+            if self.train_online else None
+        outputs = y.cpu().numpy()  # the batch's one device→host copy (with the losses')
+        if not checked and not np.isfinite(outputs).all():
+            raise_not_finite()
+        raw, window_mean = self.rewards.measure_many(outputs, sizes, None if losses is None else losses.cpu().numpy())
+        rewards, parts = self.rewards.score_many(raw)
+        if alarm_step is not None:
+            rewards[alarm_step] -= self.detection_penalty
+        self.transfer_set.append(np.concatenate([q.index for q in queries]), outputs)
+        self._window_mean[:] = window_mean
+        self._last_normalised[:] = [parts[-1][f"{c}_normalised"] for c in COMPONENTS]
+        queries_after = (self.spent + np.cumsum(sizes)).tolist()
+        self.spent = queries_after[-1]
+        infos = self._step_infos(queries, parts, queries_after)
+        obs, _, terminated, truncated, infos[-1] = self._end_step(queries[-1], parts[-1], float(rewards[-1]))
+        return obs, rewards, terminated, truncated, infos
+
+    def _step_infos(self, queries: list[Query], parts: list[dict], queries_after: list[int]) -> list[dict]:
+        """Each step's info: the queries spent after it, its reward components, the label queried."""
+        qs = self.query_set
+        positions = np.fromiter((q.position for q in queries), np.int64, len(queries))
+        coarse = qs.coarse_of_label[positions].tolist()
+        labels = qs.label_ids[positions].tolist()
+        return [{"queries": spent, "rewards": p, "resolved": q.resolved, "label_position": q.position,
+                 "label": label, "coarse_index": c, "coarse": qs.coarse_names[c], "queries_this_step": len(q.index)}
+                for spent, p, q, label, c in zip(queries_after, parts, queries, labels, coarse)]

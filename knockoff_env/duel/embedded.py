@@ -19,7 +19,11 @@ def parallel_env(budget: int = 1000, *, menu=MENU, benign_clients: int = 1, beni
                  lam: float = 1.0, eval_every: int = 25, detector="prada", window: int = 25,
                  victim_path: str | Path | None = None, render_mode: str | None = None, **knockoff) -> DuelEnv:
     """The :class:`DuelEnv` on the digits world; ``knockoff`` keywords go to its KnockoffEnv
-    (``reward``, ``queries_per_step``, ``knockoff_lr``, ``device``…)."""
+    (``reward``, ``queries_per_step``, ``knockoff_lr``, ``device``…). The attacker's action mode is
+    ``"flat"`` unless given: then ``infos["attacker"]["action_mask"]`` (one entry per label) is a
+    mask of its action space, as PettingZoo's tools expect (the paper's hierarchical bandit plays
+    either mode)."""
+    knockoff.setdefault("action_mode", "flat")
     attack = make_digits_env(budget=budget, victim_path=victim_path, **knockoff)
     train, _ = digits_split()
     return DuelEnv(attack, train, menu=menu, benign_clients=benign_clients, benign_rate=benign_rate, lam=lam,

@@ -153,7 +153,7 @@ class BanditDefender(Defender):
 
     def contexts(self, observation: np.ndarray) -> np.ndarray:
         stats = self.duel.client_features(observation)
-        bins = 1 + np.searchsorted(self.edges, stats[:, self.column], side="right")
+        bins = 1 + np.searchsorted(self.edges.astype(stats.dtype), stats[:, self.column], side="right")
         return np.where(stats[:, FEATURES.index("volume")] > 0, bins, 0)
 
     def act(self, observation):

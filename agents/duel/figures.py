@@ -25,8 +25,8 @@ def plot_training(histories: Mapping[str, Sequence[Sequence[dict]]], path: str |
             x = np.arange(1, values.shape[1] + 1)
             ax.plot(x, values.mean(0), color=colour, label=name, linestyle="-" if len(runs[0]) > 1 else "--")
             ax.fill_between(x, values.min(0), values.max(0), color=colour, alpha=0.15)
-    axes[0].set_ylabel("attacker's knockoff accuracy (online, end of episode)")
-    axes[1].set_ylabel("defender's benign cost (accuracy lost + mean L1)")
+    axes[0].set_ylabel("attacker's knockoff accuracy (online, episode end)")
+    axes[1].set_ylabel("benign cost (accuracy lost + L1)")
     for ax in axes:
         ax.set_xlabel("training episode")
         ax.grid(alpha=0.3)

@@ -117,6 +117,14 @@ class DuelEnv(ParallelEnv):
         self.agents: list[str] = []
         self._rng = np.random.default_rng()
         self.attacker_slot = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        """The episode's counters, at zero."""
+        self.t = 0
+        self.benign_queries, self.benign_accuracy_lost, self.benign_l1 = 0, 0.0, 0.0
+        self.answered = {"attacker": np.zeros(len(self.menu), np.int64), "benign": np.zeros(len(self.menu), np.int64)}
+        self.initial_agreement = self.agreement = float("nan")  # measured at reset
 
     def _check_benign_set(self) -> None:
         """One probe answer: benign images the victim cannot take are refused now, not mid-episode."""
@@ -154,9 +162,7 @@ class DuelEnv(ParallelEnv):
             client.reset()
         if self.benign:
             self.benign.reset(self._rng)
-        self.t = 0
-        self.benign_queries, self.benign_accuracy_lost, self.benign_l1 = 0, 0.0, 0.0
-        self.answered = {"attacker": np.zeros(len(self.menu), np.int64), "benign": np.zeros(len(self.menu), np.int64)}
+        self._clear()
         self.initial_agreement = self.agreement = self._agreement()
         self.agents = self.possible_agents[:]
         return ({ATTACKER: attacker_obs, DEFENDER: self._defender_observation()},

@@ -153,6 +153,28 @@ def test_without_benign_traffic_the_defender_is_paid_only_at_measurements():
     assert sum(rewards) == pytest.approx(-(agreement(d.knockoff) - before), abs=1e-6)
 
 
+def test_with_final_epochs_the_last_measurement_is_of_the_retrained_knockoff():
+    d = duel(benign_rate=0, benign_clients=0, final_epochs=3)
+    d.reset(seed=2)
+    before = agreement(d.knockoff)
+    records = play(d, lambda t: np.array([0]), seed=2)
+    assert [r[3][DEFENDER]["retrained"] for r in records] == [False] * (len(records) - 1) + [True]
+    online = agreement(d.knockoff)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        retrained = d.knockoff.fit(epochs=3, seed=0, warn=False).model
+    x, _ = d.knockoff.eval_set
+    with torch.no_grad():
+        final = float((retrained(x).argmax(1) == d.knockoff.victim.victim(x).argmax(1)).float().mean())
+    assert records[-1][3][DEFENDER]["agreement"] == pytest.approx(final) and final != pytest.approx(online)
+    assert sum(r[1][DEFENDER] for r in records) == pytest.approx(-(final - before), abs=1e-6)
+    refused = duel(benign_rate=0, benign_clients=0, final_epochs=3)
+    last = play(refused, lambda t: np.array([refused.menu.index("refuse")]), seed=2)[-1]
+    assert not last[3][DEFENDER]["retrained"] and last[1][DEFENDER] == 0.0  # nothing to retrain on
+    with pytest.raises(ValueError, match="final_epochs"):
+        duel(final_epochs=-1)
+
+
 def test_the_defender_never_sees_the_attackers_knockoff():
     """The same episode with and without the online knockoff: the attacker's observations differ,
     the defender's do not."""
@@ -166,8 +188,8 @@ def test_the_defender_never_sees_the_attackers_knockoff():
     assert any(not np.array_equal(a[0][ATTACKER], b[0][ATTACKER]) for a, b in zip(learning, frozen))
     for a, b in zip(learning, frozen):
         assert np.array_equal(a[0][DEFENDER], b[0][DEFENDER])
-    assert set(learning[-1][3][DEFENDER]) == {"agreement", "measured", "agreement_gain", "benign_queries",
-                                              "benign_accuracy_lost", "benign_l1"}
+    assert set(learning[-1][3][DEFENDER]) == {"agreement", "measured", "agreement_gain", "retrained",
+                                              "benign_queries", "benign_accuracy_lost", "benign_l1"}
 
 
 def test_the_attackers_slot_is_drawn_and_its_row_counts_its_queries():

@@ -16,8 +16,8 @@ from .menu import MENU
 
 
 def parallel_env(budget: int = 1000, *, menu=MENU, benign_clients: int = 1, benign_rate: float = 1.0,
-                 lam: float = 1.0, eval_every: int = 25, detector="prada", window: int = 25,
-                 victim_path: str | Path | None = None, render_mode: str | None = None, **knockoff) -> DuelEnv:
+                 lam: float = 1.0, eval_every: int = 25, final_epochs: int = 0, detector="prada",
+                 window: int = 25, victim_path: str | Path | None = None, render_mode: str | None = None, **knockoff) -> DuelEnv:
     """The :class:`DuelEnv` on the digits world; ``knockoff`` keywords go to its KnockoffEnv
     (``reward``, ``queries_per_step``, ``knockoff_lr``, ``device``…). The attacker's action mode is
     ``"flat"`` unless given: then ``infos["attacker"]["action_mask"]`` (one entry per label) is a
@@ -27,7 +27,8 @@ def parallel_env(budget: int = 1000, *, menu=MENU, benign_clients: int = 1, beni
     attack = make_digits_env(budget=budget, victim_path=victim_path, **knockoff)
     train, _ = digits_split()
     return DuelEnv(attack, train, menu=menu, benign_clients=benign_clients, benign_rate=benign_rate, lam=lam,
-                   eval_every=eval_every, detector=detector, window=window, render_mode=render_mode)
+                   eval_every=eval_every, final_epochs=final_epochs, detector=detector, window=window,
+                   render_mode=render_mode)
 
 
 def env(**kwargs):

@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from ..checks import is_finite_number, is_integer
@@ -64,7 +65,11 @@ class DuelEnv(ParallelEnv):
     attacker: the KnockoffEnv's reward (0 for a refused step). defender, at step t:
     ``−(A_t − A_s) − λ · c_t / N``. A is the online knockoff's top-1 agreement with the victim
     on the eval set, measured at reset and every ``eval_every`` steps and at the last step (s:
-    the previous measurement; between measurements the first term is 0). c_t sums, over the
+    the previous measurement; between measurements the first term is 0). With ``final_epochs``
+    > 0 the last measurement is of a knockoff retrained from scratch on the transfer set for
+    that many epochs (the paper's offline phase, what the attack finally yields; one retraining
+    per episode), so that answers the online knockoff learns little from, such as hard labels,
+    are charged at what the offline phase makes of them. c_t sums, over the
     benign queries answered at step t, the accuracy lost (1 when the true answer's top-1 is the
     label and the given one's is not, −1 the other way, 1 for a refused query the victim got
     right) plus the perturbation ‖ỹ − y‖₁ (2 for a refused query). N is the number of benign
@@ -85,6 +90,7 @@ class DuelEnv(ParallelEnv):
     benign clients (default 1). benign_rate: benign queries per attack query, all benign clients
     together (default 1.0: one benign client as busy as the attacker; 0: none). lam: λ.
     eval_every: steps between agreement measurements (default 25, 100 queries at q = 4).
+    final_epochs: retrain for the last measurement (default 0: the online knockoff's).
     detector: each client's detector spec (default ``"prada"``; None for none). window: the
     queries the "recent" statistics cover (default 25, the diversity window Δ).
     """
@@ -92,11 +98,14 @@ class DuelEnv(ParallelEnv):
     metadata = {"name": "knockoff_duel_v0", "render_modes": [], "is_parallelizable": True}
 
     def __init__(self, knockoff: KnockoffEnv, benign_set: Any, *, menu=MENU, benign_clients: int = 1,
-                 benign_rate: float = 1.0, lam: float = 1.0, eval_every: int = 25, detector: Any = "prada",
-                 window: int = 25, render_mode: str | None = None):
+                 benign_rate: float = 1.0, lam: float = 1.0, eval_every: int = 25, final_epochs: int = 0,
+                 detector: Any = "prada", window: int = 25, render_mode: str | None = None):
         _check_arguments(knockoff, benign_clients, benign_rate, lam, eval_every, window, render_mode)
+        if not is_integer(final_epochs) or final_epochs < 0:
+            raise ValueError(f"final_epochs={final_epochs!r} must be a whole number of epochs ≥ 0 (0: the online "
+                             "knockoff is measured at the last step too)")
         self.knockoff, self.render_mode = knockoff, None
-        self.lam, self.eval_every = float(lam), int(eval_every)
+        self.lam, self.eval_every, self.final_epochs = float(lam), int(eval_every), int(final_epochs)
         self.menu = Menu(menu, knockoff.victim.victim, knockoff.device)
         q, budget = knockoff.queries_per_step, knockoff.budget
         self.steps = math.ceil(budget / q)  # the episode's length when no draw falls short
@@ -182,7 +191,7 @@ class DuelEnv(ParallelEnv):
         measured = terminated or self.t % self.eval_every == 0
         gain = 0.0
         if measured:
-            agreement = self._agreement()
+            agreement = self._agreement(final=terminated)
             gain, self.agreement = agreement - self.agreement, agreement
         cost = (lost + l1) / self.benign_total if self.benign_total else 0.0
         playing, self.agents = self.agents, [] if terminated else self.agents
@@ -190,6 +199,7 @@ class DuelEnv(ParallelEnv):
         rewards = {ATTACKER: float(attacker_reward), DEFENDER: float(-gain - self.lam * cost)}
         infos = {ATTACKER: attacker_info,
                  DEFENDER: {"agreement": self.agreement, "measured": measured, "agreement_gain": gain,
+                            "retrained": bool(terminated and self.final_epochs and len(self.knockoff.transfer_set)),
                             "benign_queries": sent, "benign_accuracy_lost": lost, "benign_l1": l1}}
         return (observations, rewards, {a: terminated for a in playing}, {a: False for a in playing}, infos)
 
@@ -251,8 +261,17 @@ class DuelEnv(ParallelEnv):
         self.benign_l1 += l1
         return lost, l1, sent
 
-    def _agreement(self) -> float:
-        return float(self.knockoff.evaluate()["agreement"])
+    def _agreement(self, final: bool = False) -> float:
+        """The online knockoff's agreement; at the last step with ``final_epochs``, that of a knockoff
+        retrained from scratch on the transfer set (the env's recipe; torch seed and fit seed 0, so the
+        same transfer set gives the same measurement)."""
+        core = self.knockoff
+        if not (final and self.final_epochs and len(core.transfer_set)):  # nothing answered: nothing to retrain
+            return float(core.evaluate()["agreement"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = core.fit(epochs=self.final_epochs, seed=0, warn=False).model
+        return float(core.evaluate(model)["agreement"])
 
     # --- the defender's observation ----------------------------------------------------------
     def _defender_observation(self) -> np.ndarray:

@@ -4,6 +4,7 @@ import pytest
 
 from agents.duel import (BanditDefender, FixedDefender, TriggeredDefender, evaluate_defender, play_episode,
                          plot_training, train_defender)
+from agents.duel.figures import running_mean
 from knockoff_env.duel import FEATURES, GLOBAL_FEATURES
 from test_duel import benign_set, duel
 
@@ -109,5 +110,6 @@ def test_training_plays_episodes_with_their_seeds_and_the_figure_is_drawn(tmp_pa
     fixed = [[evaluate_defender(d, FixedDefender(d, "none"), seed=s, retrain_epochs=0)] for s in (0, 1)]
     path = plot_training({"bandit": [history, history], "none": fixed}, tmp_path / "duel.png", title="tiny")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    assert running_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist() == [1.0, 1.5, 2.5, 3.5]
     with pytest.raises(ValueError, match="episodes"):
         train_defender(d, bandit, 0)

@@ -31,6 +31,7 @@ from knockoff_env.worlds.digits import make_digits_env
 
 from .results import machine, table, write_section
 
+
 def seconds_per_step(budget: int, checkpoint_every: int | None, root: Path) -> float:
     env = make_digits_env(budget=budget, device="cpu")
     logdir = Path(tempfile.mkdtemp(dir=root))

@@ -34,7 +34,6 @@ from knockoff_env.worlds.digits import DigitsNet, digits_query_set, digits_split
 
 from .results import machine, table, write_section
 
-
 ART_QUERY_BATCH = 64  # ART's batch_size_query here (its default is 1); ours: the BlackBox default, 256
 
 

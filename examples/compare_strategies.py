@@ -20,8 +20,6 @@ import knockoff_env  # noqa: E402,F401
 from agents import make_agent, run_attack  # noqa: E402
 
 
-
-
 def attack(env_id, strategy, seed, budget, every, retrain_epochs):
     env = gym.make(env_id, budget=budget)
     result = run_attack(env, make_agent(strategy, env, seed=seed), seed=seed, eval_every=every,

@@ -2,8 +2,8 @@
 
 ``import knockoff_env`` registers the env ids (Gymnasium ≥ 1.0 has no plugin entry points),
 so ``gym.make("Knockoff-Digits-v0")`` works; ``gym.make("knockoff_env:Knockoff-Digits-v0")``
-imports and registers in one go. The package's layers, top to bottom: ``worlds`` (registered
-ids), ``core`` (the env), then ``victim``, ``serve``, ``training``, ``data``, ``models`` and
+imports and registers in one go. The package's layers, top to bottom: ``duel`` (the two-agent
+game, with the ``duel`` extra; not imported here), ``worlds`` (registered ids), ``core`` (the env), then ``victim``, ``serve``, ``training``, ``data``, ``models`` and
 ``durability``, then small shared utilities (see the README's Layout section).
 """
 from . import fork_safety  # noqa: F401  (registers the at-fork handler)

@@ -17,10 +17,9 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 os.environ.setdefault("KNOCKOFF_CACHE", tempfile.mkdtemp(prefix="knockoff_census_cache_"))
 
+import fuzz_cases  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-
-import fuzz_cases  # noqa: E402
 
 
 def census(strategy, classify, examples: int) -> dict[str, str]:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import LinearNet, tiny_world
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
-
-from conftest import LinearNet, tiny_world
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_DIRS = tuple(str(ROOT / d) + os.sep for d in ("knockoff_env", "agents"))

@@ -99,8 +99,8 @@ def test_bandit_state_round_trip_repeats_the_same_choices(make_env):
 
 
 def test_random_agent_is_uniform_over_images_not_labels(make_env):
-    from conftest import tiny_world  # label 5 has 20 images, labels 0–4 five each
     import torch
+    from conftest import tiny_world  # label 5 has 20 images, labels 0–4 five each
     (x, y), victim, hierarchy = tiny_world()
     x = torch.cat([x, torch.randn(15, 6)])
     y = torch.cat([y, torch.full((15,), 5)])
@@ -130,6 +130,7 @@ def test_make_agent_names():
 def test_adaptive_moves_queries_to_the_digits_on_the_embedded_world():
     """The closed-world effect: the bandit finds the coarse node the victim was trained on."""
     import gymnasium as gym
+
     from agents import run_attack
     shares = {}
     for name in ("adaptive", "random"):

@@ -6,15 +6,14 @@ import signal
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet
+from test_detectors import seeds_world, synthetic_stream
+from test_interrupt import SigintAt
 
 from agents import GradientBandit, RandomAgent, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.durability.journal import Journal
 from knockoff_env.victim.detectors import PRADA
-
-from conftest import LinearNet
-from test_detectors import seeds_world, synthetic_stream
-from test_interrupt import SigintAt
 
 
 class CountingVictim:
@@ -170,9 +169,10 @@ def test_a_version_2_journal_is_still_read(tmp_path):
     run_attack(env, RandomAgent(env), seed=0, progress=False, batch=False, logdir=tmp_path, checkpoint_every=100)
     path = tmp_path / "journal.bin"
     data = bytearray(path.read_bytes())
-    from knockoff_env.durability import journal as journal_format
     import struct
     import zlib
+
+    from knockoff_env.durability import journal as journal_format
     data[8:12] = struct.pack("<I", 2)  # what the previous release wrote: the same bytes, version 2
     end = journal_format.header_size(bytes(data)) - 4
     data[end:end + 4] = struct.pack("<I", zlib.crc32(bytes(data[:end])))

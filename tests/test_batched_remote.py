@@ -9,17 +9,16 @@ import sys
 import httpx
 import numpy as np
 import pytest
+from conftest import LinearNet, tiny_world
+from served import ROOT, start_server
+from test_durability_kill import journal_steps
+from test_remote import ANONYMOUS, AlarmAt, digits_expected, serving
 
 from agents import RandomAgent, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.durability.journal import TEAR_ENV, Journal
 from knockoff_env.serve import VictimService
 from knockoff_env.worlds.digits import load_digits_victim
-
-from conftest import LinearNet, tiny_world
-from served import ROOT, start_server
-from test_durability_kill import journal_steps
-from test_remote import ANONYMOUS, AlarmAt, digits_expected, serving
 
 
 @pytest.fixture(scope="module")

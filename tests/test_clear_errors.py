@@ -1,18 +1,18 @@
 """Issue 15: every bad input to the library either works or ends in the project's own clear
 error (see fuzz_cases.is_clear), parts that do not fit are refused at construction naming
 which disagrees with which, and no message advises loading a file unsafely."""
+import fuzz_cases
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet, tiny_world
 from hypothesis import HealthCheck, given, settings
 from torch import nn
 
-import fuzz_cases
-from conftest import LinearNet, tiny_world
 from knockoff_env import BlackBox, KnockoffEnv, VictimOutputError
+from knockoff_env.devices import resolve_device
 from knockoff_env.durability.checkpoint import CheckpointError, save_checkpoint
 from knockoff_env.errors import DeviceError, FitError, KnockoffError
-from knockoff_env.devices import resolve_device
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -4,11 +4,11 @@ import argparse
 import json
 import re
 
+import fuzz_cases
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-import fuzz_cases
 from agents.cli import main
 from agents.cli.errors import DEBUG_ENV, run_command
 

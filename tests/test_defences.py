@@ -2,12 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet
 from torch import nn
 
 from knockoff_env import BlackBox
-from knockoff_env.victim.defences import (MAD, AdaptiveMisinformation, Chain, Noise, ReverseSigmoid, TopK, parse_defence)
-
-from conftest import LinearNet
+from knockoff_env.victim.defences import MAD, AdaptiveMisinformation, Chain, Noise, ReverseSigmoid, TopK, parse_defence
 
 
 def rows(*values):

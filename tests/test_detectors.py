@@ -4,16 +4,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet
 from gymnasium.utils.env_checker import check_env
+from test_durability_files import _Crash, crashing_bandit
 
 from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
-from knockoff_env.victim.detectors import PRADA, parse_detector
 from knockoff_env.core.multi import MultiKnockoff
-
-from conftest import LinearNet
-
-from test_durability_files import _Crash, crashing_bandit
+from knockoff_env.victim.detectors import PRADA, parse_detector
 
 
 def one_hot(classes, k=3):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from agents import GradientBandit, run_attack
+from agents.cli import main
 from agents.durable import CHECKPOINT, JOURNAL
 from knockoff_env import TransferSet
 from knockoff_env.durability.checkpoint import CheckpointError
-from agents.cli import main
 from knockoff_env.durability.journal import Journal, JournalError, record_dtype
 
 CONFIG = {"budget": 20, "seed": 0}

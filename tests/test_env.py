@@ -5,13 +5,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet, tiny_world
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
-from knockoff_env import KnockoffEnv, TransferSet
+from knockoff_env import TransferSet
 from knockoff_env.training.losses import soft_cross_entropy
 from knockoff_env.victim.blackbox import VictimOutputError
-
-from conftest import LinearNet, tiny_world
 
 
 @pytest.mark.parametrize("action_mode", ["hierarchical", "flat"])

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_durability_kill import finish, kill_at
 
 from agents.cli import build_parser, main
 from knockoff_env.training.advice import QUERIES_PER_CLASS, offline_advice, online_advice
 from knockoff_env.training.recipes import RECIPES
 from knockoff_env.worlds.digits import load_digits_victim
-
-from test_durability_kill import finish, kill_at
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_LINE = re.compile(r"^run directory (\S+) \(journaled")

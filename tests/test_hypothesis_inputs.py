@@ -3,11 +3,11 @@ ValueError/TypeError naming the problem, and anything accepted behaves correctly
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet, tiny_world
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import LinearNet, tiny_world
 from knockoff_env import BlackBox, KnockoffEnv, QuerySet, VictimOutputError
 from knockoff_env.core.rewards import COMPONENTS, parse_reward
 

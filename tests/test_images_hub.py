@@ -7,17 +7,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet
+from miniature import data_root  # noqa: F401
 from PIL import Image
 
-from conftest import LinearNet
-from knockoff_env import KnockoffEnv
 from agents.cli import main
+from knockoff_env import KnockoffEnv
 from knockoff_env.data.common import class_folders
-from knockoff_env.data.hf import HFImages
-from knockoff_env.data.transforms import query_transform
 from knockoff_env.data.decode import DecodedImageFiles, Preprocess
-from knockoff_env.data.packed import PackedImages, pack
-from miniature import data_root  # noqa: F401
+from knockoff_env.data.hf import HFImages
+from knockoff_env.data.packed import PackedImages
+from knockoff_env.data.transforms import query_transform
 
 SIDE, CLASSES = 12, 4  # four labels (a–d): the eval set's labels are the victim's classes
 

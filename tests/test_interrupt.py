@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from agents import make_agent, run_attack
-from agents.interrupt import StepBoundaryInterrupt
 from conftest import tiny_world
 from fuzz_cases import make_env
-from agents.cli import main
-from knockoff_env.worlds.digits import load_digits_victim
-from knockoff_env.durability.journal import Journal
 from test_durability_kill import journal_steps
+
+from agents import make_agent, run_attack
+from agents.cli import main
+from agents.interrupt import StepBoundaryInterrupt
+from knockoff_env.durability.journal import Journal
+from knockoff_env.worlds.digits import load_digits_victim
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 200

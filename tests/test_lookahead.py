@@ -3,14 +3,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet, tiny_world
 from PIL import Image
 
 from agents import action_for, make_agent, run_attack
-from conftest import LinearNet, tiny_world
 from knockoff_env import KnockoffEnv
 from knockoff_env.data.common import class_folders
-from knockoff_env.data.transforms import query_transform
 from knockoff_env.data.lookahead import Lookahead
+from knockoff_env.data.transforms import query_transform
 
 SIDE, CLASSES = 12, 5  # five class folders: the eval set's labels are the victim's classes
 HIERARCHY = {"warm": [0, 1, 2], "cold": [3, 4]}

@@ -6,21 +6,20 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch import nn
-
-from agents import GradientBandit, RandomAgent, format_summary, make_agent, run_attack
-from knockoff_env import KnockoffEnv, NearChanceWarning, RECIPES, Recipe, resolve_recipe
-from agents.cli import main
-from knockoff_env.data import ilsvrc as ilsvrc_data
-from knockoff_env.training.online import predict
-from knockoff_env.training.offline import augment_batch, fit_offline
-from knockoff_env.training.estimate import chance_agreement, is_near_chance, split_holdout
-
 from conftest import LinearNet, tiny_world
 from miniature import data_root  # noqa: F401
 from miniature import ilsvrc as write_ilsvrc
 from scratch_world import make_scratch_env
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from agents import GradientBandit, RandomAgent, format_summary, make_agent, run_attack
+from agents.cli import main
+from knockoff_env import RECIPES, KnockoffEnv, NearChanceWarning, Recipe, resolve_recipe
+from knockoff_env.data import ilsvrc as ilsvrc_data
+from knockoff_env.training.estimate import chance_agreement, is_near_chance, split_holdout
+from knockoff_env.training.offline import augment_batch, fit_offline
+from knockoff_env.training.online import predict
 
 # recipes a user might find by hand for a randomly initialised CNN (30 epochs, the whole transfer set)
 HAND_RECIPES = {

@@ -24,7 +24,7 @@ def test_the_build_backend_reads_the_project_without_a_warning(tmp_path):
     metadata = (info / "METADATA").read_text()
     assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
     extras = {line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Provides-Extra: ")}
-    assert extras == {"sb3", "hub", "serve", "sweep", "bench", "docs", "dev"}
+    assert extras == {"sb3", "hub", "serve", "sweep", "duel", "bench", "docs", "dev"}
     assert "knockoff = agents.cli:main" in (info / "entry_points.txt").read_text()
     guide = (ROOT / "docs" / "getting-started.md").read_text()
     assert all(f"| `{extra}` |" in guide for extra in extras)  # every extra is documented

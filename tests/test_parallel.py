@@ -3,12 +3,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet, tiny_world
 
 import knockoff_env  # noqa: F401  (registers the ids)
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.core.multi import MultiKnockoff
-
-from conftest import LinearNet, tiny_world
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

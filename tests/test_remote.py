@@ -15,21 +15,21 @@ import httpx
 import numpy as np
 import pytest
 import torch
-
-import knockoff_env  # noqa: F401
-from agents import GradientBandit, run_attack
-from knockoff_env import BlackBox, KnockoffEnv
-from knockoff_env.durability.journal import Journal, TEAR_ENV
-from knockoff_env.victim.detectors import Detector
-from knockoff_env.victim.remote import RemoteEvaluationError, RemoteUnavailableError, RemoteVictim, RemoteVictimError
-from knockoff_env.serve import StateStore, VictimService, create_app, issue_key, listening_socket, server as uvicorn_server
-from knockoff_env.victim.wire import decode, encode
-from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
-
 from conftest import LinearNet, tiny_world
 from miniature import cifar_without_checksums, data_root  # noqa: F401
 from served import start_server, wait_until
 from test_durability_kill import journal_steps, kill_at
+
+import knockoff_env  # noqa: F401
+from agents import GradientBandit, run_attack
+from knockoff_env import BlackBox, KnockoffEnv
+from knockoff_env.durability.journal import TEAR_ENV, Journal
+from knockoff_env.serve import StateStore, VictimService, create_app, issue_key, listening_socket
+from knockoff_env.serve import server as uvicorn_server
+from knockoff_env.victim.detectors import Detector
+from knockoff_env.victim.remote import RemoteEvaluationError, RemoteUnavailableError, RemoteVictim, RemoteVictimError
+from knockoff_env.victim.wire import decode, encode
+from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "s3cret-test-key-9f2"  # the owner's (--api-key-env); each client has a key of its own

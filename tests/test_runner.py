@@ -1,7 +1,6 @@
 """The runner, TensorBoard logs, figures, the CLI, and the SB3 baselines."""
 import json
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

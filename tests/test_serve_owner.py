@@ -11,14 +11,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from served import peak_rss_mib, start_server, wait_until
 
 from agents.cli import main
 from knockoff_env.serve import StateStore, issue_key
 from knockoff_env.victim.remote import RemoteEvaluationError, RemoteUnavailableError, RemoteVictim
 from knockoff_env.victim.wire import decode, encode
 from knockoff_env.worlds.digits import load_digits_victim
-
-from served import peak_rss_mib, start_server, wait_until
 
 OWNER = "owner-key-for-tests-4e1"
 RIGHTS = {"alice": False, "bob": True, "carol": False, "ra": False, "last": False}  # name: may evaluate

@@ -10,14 +10,13 @@ import sys
 import httpx
 import numpy as np
 import pytest
+from served import ROOT, start_server, wait_until
+from test_durability_kill import journal_steps
+from test_remote import _journal_config
 
 from knockoff_env.durability.journal import Journal
 from knockoff_env.serve import StateStore, issue_key
 from knockoff_env.worlds.digits import load_digits_victim
-
-from served import ROOT, start_server, wait_until
-from test_durability_kill import journal_steps
-from test_remote import _journal_config
 
 BUDGET = 100  # 25 steps of 4 queries, one request each
 PRADA = "prada:delta=0.999,min_distances=10"  # fires within the first steps, before the first kill

@@ -9,13 +9,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import LinearNet, tiny_world
 
 from knockoff_env import BlackBox
 from knockoff_env.serve import Identity, ServiceError, StateStore, VictimService, create_app, listening_socket, server
 from knockoff_env.victim.detectors import Detector
 from knockoff_env.victim.wire import decode, encode
-
-from conftest import LinearNet, tiny_world
 
 
 class Counting(Detector):

@@ -2,10 +2,9 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from miniature import cifar_without_checksums, data_root  # noqa: F401
 
 import knockoff_env
-
-from miniature import cifar_without_checksums, data_root  # noqa: F401
 
 PAPER_OPTIONS = dict(query_set="d2", arch="resnet18", knockoff_init="scratch", image_size=32, device="cpu")
 # one world per factory: every id of a family is built by the same function with the same **kwargs

@@ -10,12 +10,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from miniature import cifar_without_checksums, data_root  # noqa: F401
 
 import knockoff_env
 from agents.cli import main
 from knockoff_env.training.evaluation import evaluation_report, per_class_accuracy, seen_classes
-
-from miniature import cifar_without_checksums, data_root  # noqa: F401
 
 PAPER_IDS = ["Knockoff-Caltech256-v0", "Knockoff-CUBS200-v0", "Knockoff-Indoor67-v0", "Knockoff-Diabetic5-v0"]
 SMALL_IDS = {"Knockoff-MNIST-v0": ("emnist", "emnistletters", "fashionmnist", "kmnist", "mnist"),

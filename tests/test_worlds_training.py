@@ -5,14 +5,13 @@ import re
 import numpy as np
 import pytest
 import torch
+from miniature import CALTECH, cifar_without_checksums, data_root  # noqa: F401
 
-from knockoff_env.models.architectures import build_arch, imagenet_weights_path
 from agents.cli import main
 from knockoff_env.data import ilsvrc
-from knockoff_env.worlds.hierarchy import cluster_labels, load_hierarchy
+from knockoff_env.models.architectures import build_arch, imagenet_weights_path
 from knockoff_env.victim.training import class_weights, load_victim
-
-from miniature import CALTECH, cifar_without_checksums, data_root  # noqa: F401
+from knockoff_env.worlds.hierarchy import cluster_labels, load_hierarchy
 
 
 def test_train_victim_for_one_epoch_saves_a_safe_loadable_best_checkpoint(data_root, tmp_path, capsys):

@@ -97,8 +97,11 @@ class PRADA(Detector):
         self.counts[c] = count + 1
         self.order.append(c)
 
-    def statistic(self) -> float:
-        """Shapiro–Wilk W of D without outliers (> 3 std from the mean); 0 for constant D."""
+    def statistic(self) -> float | None:
+        """Shapiro–Wilk W of D without outliers (> 3 std from the mean); 0 for constant D; None
+        while D holds fewer than ``min_distances`` values (no test yet)."""
+        if len(self.distances) < self.min_distances:
+            return None
         d = np.asarray(self.distances)
         mean, std = d.mean(), d.std()
         kept = d[np.abs(d - mean) <= 3 * std] if std > 0 else d

@@ -88,7 +88,8 @@ class KnockoffEnv(gym.Env):
     ``on_detection="flag"`` lets the episode go on; ``detection_penalty`` is subtracted from
     the reward of the step that raised the alarm. :meth:`evaluate` reports the defence's
     cost: the victim's accuracy under the defence and the mean L1 distance between
-    defended and true answers on the eval set.
+    defended and true answers on the eval set. A defence fitted on its owner's images
+    (adaptive misinformation's misinformation model) is fitted on the eval set.
 
     ## Arguments
     victim: ``nn.Module`` returning logits, a callable returning probabilities, a
@@ -192,6 +193,12 @@ class KnockoffEnv(gym.Env):
         self.on_detection, self.detection_penalty = on_detection, float(detection_penalty)
         self._defence_cost: dict[str, float] | None = None
         self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
+        if self.victim.defence.needs_data:  # e.g. adaptive misinformation trains on its owner's images
+            if self.eval_set is None:
+                raise ValueError(f"the defence {self.victim.defence.spec()!r} is fitted on the owner's images, which "
+                                 "the env takes from its eval_set: pass eval_set=(images, labels) or a Dataset")
+            data, labels = self.eval_set
+            self.victim.defence.fit((data, torch.from_numpy(labels)) if isinstance(data, torch.Tensor) else data)
         self.budget, self.queries_per_step = int(budget), int(queries_per_step)
         self.action_mode = action_mode
         self.reward_weights = parse_reward(reward)

@@ -165,10 +165,10 @@ class ReverseSigmoid(Defence):
     β scales the perturbation, γ its steepness. The logit σ⁻¹(y) = log y − log(1 − y) is
     taken in float64 with no clamp, so the small entries of a confident answer (most of a
     trained victim's, often below 1e-7) get the formula exactly; an entry of 0 or 1 gets
-    its limit (σ = 0 or 1). For β ≤ 1 no entry goes negative and this is the formula (and
-    the prediction-poisoning code) exactly; for β > 1 negative entries are clipped to 0
+    its limit (σ = 0 or 1). For β ≤ 1 every entry stays in [0, 1] and this is the formula
+    (and the prediction-poisoning code) exactly; for β > 1 entries are clipped to [0, 1]
     before renormalising, as IBM ART's ``ReverseSigmoid`` does (ART also clamps y to
-    [1e-9, 1 − 1e-9], which this does not)."""
+    [1e-9, 1 − 1e-9] inside the logit, which this does not)."""
 
     name = "reverse_sigmoid"
 
@@ -185,7 +185,7 @@ class ReverseSigmoid(Defence):
     def __call__(self, probs, images):
         y = probs.double()
         logit = torch.log(y) - torch.log1p(-y)
-        perturbed = (y - self.beta * (torch.sigmoid(self.gamma * logit) - 0.5)).clamp_min(0)
+        perturbed = (y - self.beta * (torch.sigmoid(self.gamma * logit) - 0.5)).clamp(0, 1)
         return normalise(perturbed, y).to(probs.dtype)
 
 

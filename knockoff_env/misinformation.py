@@ -45,7 +45,7 @@ def fingerprint(*tensors: torch.Tensor) -> int:
     """A CRC-32 of the tensors' bytes (which victim, which data)."""
     crc = 0
     for t in tensors:
-        crc = zlib.crc32(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes(), crc)
+        crc = zlib.crc32(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(), crc)
     return crc
 
 
@@ -67,6 +67,8 @@ def train_misinformation(model: nn.Module, victim, data: Any, device: torch.devi
     for an outlier."""
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
+    for p in model.parameters():
+        p.requires_grad_(True)  # a copy of the victim, whose weights the black box froze
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.enable_grad():
         for epoch in range(epochs):

@@ -61,6 +61,12 @@ def outliers(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([permuted, noise.to(images.device, images.dtype)]).reshape(images.shape)
 
 
+def misinformation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of −log(1 − f̂_y(x) + 1e-7): small when f̂ gives the label y no mass."""
+    true = torch.softmax(logits, 1).gather(1, labels[:, None])[:, 0]
+    return -torch.log(1 - true + 1e-7).mean()
+
+
 def train_misinformation(model: nn.Module, victim, data: Any, device: torch.device, epochs: int = 10,
                          lr: float = 1e-3, batch_size: int = 64, seed: int = 0) -> nn.Module:
     """f̂ trained with −log(1 − f̂_y(x) + 1e-7): y the image's label, or the victim's top-1
@@ -77,9 +83,7 @@ def train_misinformation(model: nn.Module, victim, data: Any, device: torch.devi
                 odd = outliers(x, generator)
                 with torch.no_grad():
                     odd_labels = victim(odd).argmax(1)
-                probs = torch.softmax(model(torch.cat([x, odd])), 1)
-                true = probs.gather(1, torch.cat([labels, odd_labels])[:, None])[:, 0]
-                loss = -torch.log(1 - true + 1e-7).mean()
+                loss = misinformation_loss(model(torch.cat([x, odd])), torch.cat([labels, odd_labels]))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

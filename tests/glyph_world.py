@@ -96,12 +96,13 @@ def glyph_victim(epochs: int = 12, seed: int = 0) -> tuple[GlyphNet, float]:
         g = torch.Generator().manual_seed(seed)
         model = GlyphNet()
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(epochs):
-            for batch in torch.randperm(len(y), generator=g).split(32):
-                loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        with torch.enable_grad():
+            for _ in range(epochs):
+                for batch in torch.randperm(len(y), generator=g).split(32):
+                    loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
         accuracy = float((predict(model.eval(), test, torch.device("cpu")) == test[1].numpy()).mean())
         _CACHE["victim"] = (model, accuracy)
     return _CACHE["victim"]
@@ -114,6 +115,6 @@ def make_glyph_env(budget: int = 600, **kwargs) -> KnockoffEnv:
     dx, dy = distractors(1200, seed=3)
     kwargs.setdefault("device", "cpu")
     kwargs.setdefault("knockoff", GlyphNet)
+    kwargs.setdefault("eval_set", glyph_data()["test"])
     return KnockoffEnv(victim=victim, query_set=(torch.cat([x, dx]), torch.cat([y, dy])),
-                       hierarchy={"glyphs": list(range(CLASSES)), "distractors": [6, 7]},
-                       eval_set=glyph_data()["test"], budget=budget, **kwargs)
+                       hierarchy={"glyphs": list(range(CLASSES)), "distractors": [6, 7]}, budget=budget, **kwargs)

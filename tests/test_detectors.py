@@ -43,11 +43,12 @@ def test_detector_specs():
 
 
 def seeds_world(n_per_seed=40, seeds=4, dim=6):
-    """A query set of small perturbations of a few seed points: PRADA's prey."""
+    """A query set of sign perturbations x + λ·sign(·) of a few seed points, as Jacobian
+    augmentation makes them: PRADA's prey."""
     g = torch.Generator().manual_seed(11)
     base = torch.randn(seeds, dim, generator=g) * 3
     pick = torch.arange(seeds).repeat_interleave(n_per_seed)
-    x = base[pick] + 0.01 * torch.randn(len(pick), dim, generator=g)
+    x = base[pick] + 0.05 * torch.randn(len(pick), dim, generator=g).sign()
     labels = torch.randint(0, 6, (len(pick),), generator=g)
     return x, labels
 
@@ -192,6 +193,6 @@ def test_cli_attack_with_defence_and_detector(capsys):
                  "--on-detection", "flag"]) == 0
     out = capsys.readouterr().out
     assert "under defence     victim accuracy" in out and "reverse_sigmoid:beta=0.7,gamma=0.2+top_k:k=3" in out
-    assert "prada:delta=0.95" in out
+    assert "prada:delta=0.9," in out
     assert main(["attack", "--budget", "40", "--quiet", "--defence", "mad:epsilon=1"]) == 2
     assert "bad parameter 'epsilon=1'" in capsys.readouterr().err

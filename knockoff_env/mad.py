@@ -109,7 +109,7 @@ class MAD(Defence):
 
     TARGETS = {"vertex": "mad", "argmax": "mad_argmax", "argmax_vertex": "mad_argmax_vertex"}
 
-    def __init__(self, eps: float = 0.4, surrogate: nn.Module | None = None, seed: int = 0, target: str = "vertex"):
+    def __init__(self, eps: float = 0.5, surrogate: nn.Module | None = None, seed: int = 0, target: str = "vertex"):
         if not is_finite_number(eps) or not 0 <= eps <= 2:
             raise ValueError(f"mad eps={eps!r} must be an L1 budget in [0, 2]")
         if surrogate is not None and not isinstance(surrogate, nn.Module):

@@ -33,8 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from torch.utils.data import DataLoader
+
 from .defences import Defence
-from .knockoff import _batches
 from .mad import fresh_copy
 from .validate import is_finite_number, is_integer
 
@@ -61,6 +62,17 @@ def outliers(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([permuted, noise.to(images.device, images.dtype)]).reshape(images.shape)
 
 
+def shuffled_batches(data: Any, batch_size: int, seed: int):
+    """Shuffled ``(images, labels)`` mini-batches of tensors or of a Dataset of pairs."""
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(data, (tuple, list)):
+        images, labels = data
+        for rows in torch.randperm(len(labels), generator=generator).split(batch_size):
+            yield images[rows], labels[rows]
+        return
+    yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
+
+
 def misinformation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean of −log(1 − f̂_y(x) + 1e-7): small when f̂ gives the label y no mass."""
     true = torch.softmax(logits, 1).gather(1, labels[:, None])[:, 0]
@@ -78,7 +90,7 @@ def train_misinformation(model: nn.Module, victim, data: Any, device: torch.devi
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.enable_grad():
         for epoch in range(epochs):
-            for x, labels, *_ in _batches(data, batch_size, shuffle=True, seed=seed + epoch):
+            for x, labels, *_ in shuffled_batches(data, batch_size, seed + epoch):
                 x, labels = x.to(device), torch.as_tensor(labels).to(device)
                 odd = outliers(x, generator)
                 with torch.no_grad():

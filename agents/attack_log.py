@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure  # not pyplot: importing agents leaves the user's backend alone
 from torch.utils.tensorboard import SummaryWriter
 
-from knockoff_env.rewards import COMPONENTS
+from knockoff_env.core.rewards import COMPONENTS
 
 
 def _tag(name: str) -> str:

@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knockoff_env.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from knockoff_env.journal import Journal
-from knockoff_env.validate import is_integer
+from knockoff_env.checks import is_integer
+from knockoff_env.durability.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from knockoff_env.durability.journal import Journal
+from knockoff_env.durability.run_dir import is_json
 
 JOURNAL, CHECKPOINT, CURVE = "journal.bin", "checkpoint.pt", "accuracy_curve.jsonl"
 AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step")
@@ -162,11 +163,3 @@ class DurableRun:
         if self.journal is not None:
             self.journal.close()
 
-
-def is_json(value) -> bool:
-    """Whether ``value`` survives JSON (only such env options go into configs)."""
-    try:
-        json.dumps(value)
-        return True
-    except TypeError:
-        return False

@@ -2,7 +2,7 @@
 (each image scored before it is learnt) and the verdict when it stays near chance."""
 from __future__ import annotations
 
-from knockoff_env.validation import chance_agreement, is_near_chance, near_chance_advice, warn_near_chance
+from knockoff_env.training.estimate import chance_agreement, is_near_chance, near_chance_advice, warn_near_chance
 
 ESTIMATE_WINDOW = 0.2  # without eval_every, the online estimate covers this last share of the budget
 ONLINE_ADVICE = ("a larger knockoff_lr, or recipe='scratch' if the knockoff starts from random weights "

@@ -1,20 +1,19 @@
 """One loop that plays any agent against the env to the budget: progress bar, logs, summary."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+from knockoff_env.checks import is_integer
+from knockoff_env.data.lookahead import hint_from
+from knockoff_env.durability.run_dir import save_run
 from knockoff_env.errors import ConfigError
-from knockoff_env.lookahead import hint_from
-from knockoff_env.validate import is_integer
 
 from .attack_log import AttackLog
-from .durable import DurableRun, is_json
+from .durable import DurableRun
 from .estimates import ESTIMATE_WINDOW, online_agreement, online_judgement
 from .interrupt import StepBoundaryInterrupt
 
@@ -55,8 +54,41 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
         ``advice`` says what to try), ``heldout_agreement`` and ``best_epoch`` after retraining…
         Without an eval set the accuracy fields are None and only the attacker's estimates remain.
     """
-    core = env.unwrapped
     start = time.perf_counter()
+    _check_options(seed, eval_every, checkpoint_every, resume, logdir)
+    core = env.unwrapped
+    durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None
+    if core.eval_set is not None:  # a remote victim that cannot be evaluated says so before any query
+        core.victim.evaluation_model()
+    episode = Episode(env, agent, seed, logdir, eval_every, durable, resume)
+    episode.play(progress)
+    if durable:
+        durable.close()
+    if episode.interrupted:
+        retrain_epochs = 0  # the user asked to stop: wrap up what was paid for, train nothing new
+    result, online = episode.online_result(retraining=bool(retrain_epochs))
+    result["attack_seconds"] = time.perf_counter() - start
+    final, model = online, core.knockoff.model
+    if retrain_epochs:
+        model, final = _retrain(core, episode.log, seed, retrain_epochs, progress, retrain_kwargs or {}, result)
+    result.update({k: final.get(k) for k in FINAL})
+    result.update(retrained=bool(retrain_epochs), seconds=time.perf_counter() - start)
+    if hasattr(core.victim, "ledger"):  # a remote victim: what the attack paid the server
+        result["ledger"] = core.victim.ledger()
+    if episode.log:
+        if core.eval_set is not None:
+            episode.log.accuracy(result["queries"], online["knockoff_accuracy"])
+        result["figures"] = {k: str(v) for k, v in episode.log.close(online["victim_accuracy"]).items()}
+        save_run(logdir, env, model, result)
+    return result
+
+
+FINAL = ("knockoff_accuracy", "times_victim", "agreement", "seen_classes", "unseen_classes", "seen_class_accuracy",
+         "unseen_class_accuracy")  # of the reported knockoff: retrained if asked, else the online one
+NO_EVAL = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None}
+
+
+def _check_options(seed, eval_every, checkpoint_every, resume, logdir) -> None:
     if not is_integer(seed) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
     if eval_every is not None and (not is_integer(eval_every) or eval_every < 0):
@@ -64,116 +96,118 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
                           "give a positive number, or 0 / None to evaluate only at the end")
     if (checkpoint_every or resume) and not logdir:
         raise ValueError("checkpoint_every/resume need logdir, the run directory for the journal and checkpoints")
-    durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None
-    if core.eval_set is not None:  # a remote victim that cannot be evaluated says so before any query
-        core.victim.evaluation_model()
-    obs, info = env.reset(seed=seed)
-    agent.reset(seed)
-    step, done = 0, False
-    if durable:
-        obs, info, step, done = durable.start(obs, info, resume)
-    total_steps = -(-core.budget // core.queries_per_step)
-    log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__,
-                    reward_every=max(1, total_steps // REWARD_POINTS)) if logdir else None
-    policy_every = max(1, total_steps // POLICY_POINTS)
-    curve = durable.past_curve(info["queries"]) if durable else []
-    agreement_curve: list = []
-    has_eval = core.eval_set is not None
-    next_eval = ((curve[-1][0] if curve else 0) // eval_every + 1) * eval_every if eval_every else 0
-    if eval_every and not done and info["queries"] >= next_eval:  # resumed past a due evaluation
-        if has_eval:
-            curve.append((info["queries"], core.evaluate()["knockoff_accuracy"]))
-            durable.curve_point(*curve[-1])
-        next_eval = (info["queries"] // eval_every + 1) * eval_every
-    window_start = None if eval_every else int(core.budget * (1 - ESTIMATE_WINDOW))
-    with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress, desc="attack") as bar, \
-            StepBoundaryInterrupt() as interrupt:
-        while not done and not interrupt.requested:
-            hint_from(core, agent, step)
-            action = agent.act(obs, info)
-            if log and step % policy_every == 0 and hasattr(agent, "coarse_probabilities"):
-                log.policy(info["queries"], agent.coarse_probabilities(np.asarray(info["action_mask"], bool)))
-            with interrupt.step():
-                obs, reward, terminated, truncated, info = env.step(action)  # a durable run journals inside
-            agent.update(action, reward, info)
-            step += 1
-            if durable:
-                durable.checkpoint(step)
-            bar.update(info["queries_this_step"])
-            if log:
-                log.rewards(info["queries"], reward, info["rewards"])
-            if window_start is not None and info["queries"] >= window_start and not terminated:
-                core.knockoff.heldout_agreement()  # the final estimate covers the last queries only
-                window_start = None
-            if eval_every and info["queries"] >= next_eval and not terminated:
-                next_eval += eval_every
-                online_agreement(core, info["queries"], agreement_curve, log, bar)
-                if has_eval:
-                    accuracy = core.evaluate()["knockoff_accuracy"]
-                    curve.append((info["queries"], accuracy))
-                    if durable:
-                        durable.curve_point(info["queries"], accuracy)
-                    bar.set_postfix(knockoff=f"{accuracy:.3f}", agreement=f"{agreement_curve[-1][1]:.3f}")
-                    if log:
-                        log.accuracy(info["queries"], accuracy)
-            done = terminated or truncated
-    if durable:
-        durable.close()
-    interrupted = interrupt.requested and not done
-    if interrupted:
-        retrain_epochs = 0  # the user asked to stop: wrap up what was paid for, train nothing new
-    if core.train_online:
-        online_agreement(core, info["queries"], agreement_curve, log, None)
-    none = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None}
-    online = core.evaluate() if has_eval else none
-    attack_seconds = time.perf_counter() - start
-    result = {"agent": type(agent).__name__, "seed": seed, "queries": info["queries"], "steps": step,
-              "victim_queries": core.victim.queries, "interrupted": interrupted,
-              "victim_accuracy": online["victim_accuracy"],
-              "knockoff_accuracy_online": online["knockoff_accuracy"], "attack_seconds": attack_seconds,
-              "defence": core.victim.defence.spec() or None,
-              "victim_accuracy_defended": online.get("victim_accuracy_defended"),
-              "defence_l1": online.get("defence_l1"),
-              "detector": core.detector.spec() if core.detector is not None else None,
-              "detected_at": core.detected_at,
-              "accuracy_curve": curve + ([(info["queries"], online["knockoff_accuracy"])] if has_eval else []),
-              "agreement_curve": agreement_curve, "recipe": core.recipe.name}
-    final, model = online, core.knockoff.model
-    result.update(online_judgement(core, agreement_curve, bool(retrain_epochs)))
-    if retrain_epochs:
-        on_epoch = (lambda record: log.retrain_epoch(record)) if log else None
-        fit = core.fit(epochs=retrain_epochs, seed=seed, progress=progress, on_epoch=on_epoch,
-                       **(retrain_kwargs or {}))
-        model = fit.model
-        final = core.evaluate(model) if has_eval else none
-        result.update(heldout_agreement=fit.heldout_agreement, heldout_chance=fit.chance,
-                      heldout_size=fit.heldout_size, best_epoch=fit.best_epoch, retrain_epochs=fit.epochs,
-                      recipe=fit.recipe.name, retrain_seconds_per_epoch=fit.seconds_per_epoch,
-                      near_chance=fit.near_chance, advice=fit.advice)
-    result.update(knockoff_accuracy=final["knockoff_accuracy"], times_victim=final["times_victim"],
-                  agreement=final["agreement"], retrained=bool(retrain_epochs),
-                  seconds=time.perf_counter() - start)
-    if hasattr(core.victim, "ledger"):  # a remote victim: what the attack paid the server
-        result["ledger"] = core.victim.ledger()
-    if log:
-        if has_eval:
-            log.accuracy(info["queries"], online["knockoff_accuracy"])
-        result["figures"] = {k: str(v) for k, v in log.close(online["victim_accuracy"]).items()}
-        _save_run(Path(logdir), env, core, model, result)
-    return result
 
 
-def _save_run(logdir: Path, env, core, model, result: dict) -> None:
-    """Transfer set (npz), knockoff weights (state dict), config and summary (JSON)."""
-    core.transfer_set.save(logdir / "transfer_set.npz")
-    torch.save(model.state_dict(), logdir / "knockoff.pt")
-    spec = getattr(env, "spec", None) or getattr(core, "spec", None)
-    if spec is not None:
-        kwargs = {k: v for k, v in spec.kwargs.items() if is_json(v)}
-        config = {"env_id": spec.id, "env_kwargs": kwargs, "agent": result["agent"], "seed": result["seed"],
-                  "budget": core.budget}
-        (logdir / "config.json").write_text(json.dumps(config, indent=2))
-    (logdir / "summary.json").write_text(json.dumps(result, indent=2))
+def _retrain(core, log, seed: int, epochs: int, progress: bool, kwargs: dict, result: dict) -> tuple:
+    """Phase (b): a fresh knockoff trained on the transfer set; (model, its evaluation)."""
+    on_epoch = (lambda record: log.retrain_epoch(record)) if log else None
+    fit = core.fit(epochs=epochs, seed=seed, progress=progress, on_epoch=on_epoch, **kwargs)
+    result.update(heldout_agreement=fit.heldout_agreement, heldout_chance=fit.chance,
+                  heldout_size=fit.heldout_size, best_epoch=fit.best_epoch, retrain_epochs=fit.epochs,
+                  recipe=fit.recipe.name, retrain_seconds_per_epoch=fit.seconds_per_epoch,
+                  near_chance=fit.near_chance, advice=fit.advice)
+    return fit.model, core.evaluate(fit.model) if core.eval_set is not None else NO_EVAL
+
+
+class Episode:
+    """The online phase: the agent plays the env to the budget (or Ctrl-C), with the progress bar,
+    logs, periodic evaluations and the durable run's journal and checkpoints."""
+
+    def __init__(self, env, agent, seed: int, logdir, eval_every: int | None, durable: DurableRun | None,
+                 resume: bool):
+        self.env, self.agent, self.core, self.seed = env, agent, env.unwrapped, seed
+        self.eval_every, self.durable = eval_every, durable
+        core = self.core
+        self.obs, self.info = env.reset(seed=seed)
+        agent.reset(seed)
+        self.step, self.done = 0, False
+        if durable:
+            self.obs, self.info, self.step, self.done = durable.start(self.obs, self.info, resume)
+        total_steps = -(-core.budget // core.queries_per_step)
+        self.log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__,
+                             reward_every=max(1, total_steps // REWARD_POINTS)) if logdir else None
+        self.policy_every = max(1, total_steps // POLICY_POINTS)
+        self.curve = durable.past_curve(self.info["queries"]) if durable else []
+        self.agreement_curve: list = []
+        self.has_eval = core.eval_set is not None
+        self.next_eval = ((self.curve[-1][0] if self.curve else 0) // eval_every + 1) * eval_every if eval_every \
+            else 0
+        if eval_every and not self.done and self.info["queries"] >= self.next_eval:  # resumed past a due one
+            if self.has_eval:
+                self.curve.append((self.info["queries"], core.evaluate()["knockoff_accuracy"]))
+                durable.curve_point(*self.curve[-1])
+            self.next_eval = (self.info["queries"] // eval_every + 1) * eval_every
+        # without eval_every, the final online estimate covers the last queries only
+        self.window_start = None if eval_every else int(core.budget * (1 - ESTIMATE_WINDOW))
+        self.interrupted = False
+
+    def play(self, progress: bool) -> None:
+        core, info = self.core, self.info
+        with tqdm(total=core.budget, initial=info["queries"], unit="query", disable=not progress,
+                  desc="attack") as bar, StepBoundaryInterrupt() as interrupt:
+            while not self.done and not interrupt.requested:
+                self._step(interrupt, bar)
+        self.interrupted = interrupt.requested and not self.done
+
+    def _step(self, interrupt: StepBoundaryInterrupt, bar) -> None:
+        agent, core = self.agent, self.core
+        hint_from(core, agent, self.step)
+        action = agent.act(self.obs, self.info)
+        if self.log and self.step % self.policy_every == 0 and hasattr(agent, "coarse_probabilities"):
+            self.log.policy(self.info["queries"],
+                            agent.coarse_probabilities(np.asarray(self.info["action_mask"], bool)))
+        with interrupt.step():
+            self.obs, reward, terminated, truncated, self.info = self.env.step(action)  # a durable run journals
+        info = self.info
+        agent.update(action, reward, info)
+        self.step += 1
+        if self.durable:
+            self.durable.checkpoint(self.step)
+        bar.update(info["queries_this_step"])
+        if self.log:
+            self.log.rewards(info["queries"], reward, info["rewards"])
+        if self.window_start is not None and info["queries"] >= self.window_start and not terminated:
+            core.knockoff.heldout_agreement()  # restart the count: the estimate covers what follows
+            self.window_start = None
+        if self.eval_every and info["queries"] >= self.next_eval and not terminated:
+            self.next_eval += self.eval_every
+            self._evaluate(bar)
+        self.done = terminated or truncated
+
+    def _evaluate(self, bar) -> None:
+        """The online knockoff's held-out agreement and, with an eval set, its accuracy."""
+        queries = self.info["queries"]
+        online_agreement(self.core, queries, self.agreement_curve, self.log, bar)
+        if not self.has_eval:
+            return
+        accuracy = self.core.evaluate()["knockoff_accuracy"]
+        self.curve.append((queries, accuracy))
+        if self.durable:
+            self.durable.curve_point(queries, accuracy)
+        bar.set_postfix(knockoff=f"{accuracy:.3f}", agreement=f"{self.agreement_curve[-1][1]:.3f}")
+        if self.log:
+            self.log.accuracy(queries, accuracy)
+
+    def online_result(self, retraining: bool) -> tuple[dict, dict]:
+        """The result of the online phase, and the online knockoff's evaluation (``retraining``: an
+        offline knockoff will be reported, so a near-chance online one is a note, not a warning)."""
+        core, queries = self.core, self.info["queries"]
+        if core.train_online:
+            online_agreement(core, queries, self.agreement_curve, self.log, None)
+        online = core.evaluate() if self.has_eval else NO_EVAL
+        result = {"agent": type(self.agent).__name__, "seed": self.seed, "queries": queries, "steps": self.step,
+                  "victim_queries": core.victim.queries, "interrupted": self.interrupted,
+                  "victim_accuracy": online["victim_accuracy"],
+                  "knockoff_accuracy_online": online["knockoff_accuracy"],
+                  "defence": core.victim.defence.spec() or None,
+                  "victim_accuracy_defended": online.get("victim_accuracy_defended"),
+                  "defence_l1": online.get("defence_l1"),
+                  "detector": core.detector.spec() if core.detector is not None else None,
+                  "detected_at": core.detected_at,
+                  "accuracy_curve": self.curve + ([(queries, online["knockoff_accuracy"])] if self.has_eval else []),
+                  "agreement_curve": self.agreement_curve, "recipe": core.recipe.name}
+        result.update(online_judgement(core, self.agreement_curve, retraining))
+        return result, online
 
 
 def format_summary(result: dict) -> str:

@@ -23,9 +23,9 @@ import torch
 
 import knockoff_env  # noqa: F401  (registers the ids)
 from agents import make_agent, run_attack
-from knockoff_env.cli import _env_arg
-from knockoff_env.detectors import PRADA
-from knockoff_env.knockoff import _batches
+from agents.cli.options import key_value
+from knockoff_env.training.online import batches
+from knockoff_env.victim.detectors import PRADA
 
 from .results import machine, table, write_section
 
@@ -68,7 +68,7 @@ def query_l1(core) -> float:
     """Mean L1 between the answers the attacker got (transfer set) and the victim's true ones."""
     indices, outputs = core.transfer_set.view()
     images = core.query_set.fetch(indices)
-    true = torch.cat([core.victim.true_and_defended(x)[0].cpu() for (x,) in _batches((images,), 256)])
+    true = torch.cat([core.victim.true_and_defended(x)[0].cpu() for (x,) in batches((images,), 256)])
     return float(np.abs(outputs - true.numpy()).sum(1).mean())
 
 
@@ -107,7 +107,7 @@ def prada_rows(env_id: str, base: dict, budget: int, seeds: list[int]) -> list:
         return rows
     for order_name, order in (("in order", np.arange(len(labels))), ("sorted by class", np.argsort(labels, kind="stable"))):
         detector = PRADA(device=core.device)
-        for (x,) in _batches((data[torch.from_numpy(order)],), 4):
+        for (x,) in batches((data[torch.from_numpy(order)],), 4):
             if detector.observe(x.to(core.device), core.victim.true_and_defended(x)[1]) is not None:
                 break
         rows.append([f"benign: eval images {order_name}", "none" if detector.alarm_at is None else str(detector.alarm_at),
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="offline retraining epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--defences", nargs="+", default=[d for d, _ in DEFENCES])
-    parser.add_argument("--env-arg", type=_env_arg, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--env-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     base = dict(args.env_arg)

@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from knockoff_env import KnockoffEnv
-from knockoff_env.rewards import soft_cross_entropy
+from knockoff_env.training.losses import soft_cross_entropy
 from knockoff_env.worlds.digits import make_digits_env
 
 from .results import machine, table, write_section

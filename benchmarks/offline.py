@@ -23,7 +23,7 @@ import torch
 
 from agents import make_agent, run_attack
 from benchmarks.results import machine, table, write_section
-from knockoff_env.validation import NearChanceWarning
+from knockoff_env.training.estimate import NearChanceWarning
 from knockoff_env.worlds.digits import make_digits_env
 from tests.scratch_world import make_scratch_env
 

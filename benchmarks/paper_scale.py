@@ -30,9 +30,9 @@ from agents import make_agent
 from knockoff_env import KnockoffEnv
 from knockoff_env.data.common import class_folders
 from knockoff_env.data.transforms import query_transform
-from knockoff_env.decode import DecodedImageFiles, Preprocess
-from knockoff_env.lookahead import hint_from
-from knockoff_env.packed import INDEX, PackedImages, pack
+from knockoff_env.data.decode import DecodedImageFiles, Preprocess
+from knockoff_env.data.lookahead import hint_from
+from knockoff_env.data.packed import INDEX, PackedImages, pack
 
 from .env_overhead import bare_step
 from .results import machine, table, write_section

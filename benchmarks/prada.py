@@ -22,8 +22,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from knockoff_env import BlackBox
-from knockoff_env.detectors import PRADA
-from knockoff_env.detectors.prada import DEFAULT_DELTA
+from knockoff_env.victim.detectors import PRADA
+from knockoff_env.victim.detectors.prada import DEFAULT_DELTA
 from knockoff_env.training.jacobian import JacobianAugmentation
 from knockoff_env.worlds.digits import DigitsNet, digits_split, load_digits_victim
 from tests.glyph_world import GlyphNet, glyph_data, glyph_victim

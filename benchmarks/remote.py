@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def start_server() -> tuple[subprocess.Popen, str]:
     load_digits_victim()  # cached before the server needs it
-    proc = subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", "serve", "--port", "0"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "serve", "--port", "0"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # as this process: one torch thread
     line = proc.stdout.readline()

@@ -284,7 +284,7 @@ cli_argvs = st.one_of(st.lists(ATTACK_OPTIONS, min_size=1, max_size=3).map(
 
 def run_cli(argv: list[str], paths: Paths) -> tuple[int | str, str, str]:
     """``knockoff.cli.main(argv)`` in-process: (exit code, stdout, stderr)."""
-    from knockoff_env.cli import main
+    from agents.cli import main
     argv = [paths.resolve(t) for t in argv]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

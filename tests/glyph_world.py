@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from knockoff_env import KnockoffEnv
-from knockoff_env.knockoff import predict
+from knockoff_env.training.online import predict
 
 SIDE, CLASSES = 16, 6
 GLYPHS = ("disc", "ring", "frame", "triangle", "bars", "cross")

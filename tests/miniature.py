@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from knockoff_env.architectures import build_arch
-from knockoff_env.victim_training import save_victim
+from knockoff_env.models.architectures import build_arch
+from knockoff_env.victim.training import save_victim
 
 SIDE = 12  # pixels of every miniature image
 CALTECH = ["ak47", "bear", "camel"]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from knockoff_env import KnockoffEnv
-from knockoff_env.knockoff import predict
+from knockoff_env.training.online import predict
 from knockoff_env.worlds.digits import digits_query_set, digits_split
 
 

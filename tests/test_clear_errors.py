@@ -10,9 +10,9 @@ from torch import nn
 import fuzz_cases
 from conftest import LinearNet, tiny_world
 from knockoff_env import BlackBox, KnockoffEnv, VictimOutputError
-from knockoff_env.checkpoint import CheckpointError, save_checkpoint
+from knockoff_env.durability.checkpoint import CheckpointError, save_checkpoint
 from knockoff_env.errors import DeviceError, FitError, KnockoffError
-from knockoff_env.victim import resolve_device
+from knockoff_env.devices import resolve_device
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -9,8 +9,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 
 import fuzz_cases
-from knockoff_env.cli import main
-from knockoff_env.cli_errors import DEBUG_ENV, run_command
+from agents.cli import main
+from agents.cli.errors import DEBUG_ENV, run_command
 
 ERROR_LINE = re.compile(r"^knockoff [\w-]+: error: .+ — .+$")
 

@@ -10,7 +10,7 @@ from torch import nn
 
 import knockoff_env  # noqa: F401  (registers the ids)
 from knockoff_env import BlackBox
-from knockoff_env.defences import DEFENCES, MAD, Chain, Noise, ReverseSigmoid, TopK, parse_defence
+from knockoff_env.victim.defences import DEFENCES, MAD, Chain, Noise, ReverseSigmoid, TopK, parse_defence
 
 from conftest import LinearNet
 

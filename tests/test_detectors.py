@@ -8,8 +8,8 @@ from gymnasium.utils.env_checker import check_env
 
 from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
-from knockoff_env.detectors import PRADA, parse_detector
-from knockoff_env.multi import MultiKnockoff
+from knockoff_env.victim.detectors import PRADA, parse_detector
+from knockoff_env.core.multi import MultiKnockoff
 
 from conftest import LinearNet
 
@@ -187,7 +187,7 @@ def test_sb3_vector_env_and_multiknockoff_play_against_defences(make_env, seeds_
 
 
 def test_cli_attack_with_defence_and_detector(capsys):
-    from knockoff_env.cli import main
+    from agents.cli import main
     assert main(["attack", "--agent", "random", "--budget", "40", "--offline-only", "--quiet",
                  "--defence", "reverse_sigmoid:beta=0.7,gamma=0.2+top_k:k=3", "--detector", "prada",
                  "--on-detection", "flag"]) == 0

@@ -8,9 +8,9 @@ import torch
 from agents import GradientBandit, run_attack
 from agents.durable import CHECKPOINT, JOURNAL
 from knockoff_env import TransferSet
-from knockoff_env.checkpoint import CheckpointError
-from knockoff_env.cli import main
-from knockoff_env.journal import Journal, JournalError, record_dtype
+from knockoff_env.durability.checkpoint import CheckpointError
+from agents.cli import main
+from knockoff_env.durability.journal import Journal, JournalError, record_dtype
 
 CONFIG = {"budget": 20, "seed": 0}
 ACTIONS = [np.array([0, 1]), np.array([2, 0]), np.array([1, 1]), np.array([0, 0])]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from knockoff_env.journal import TEAR_ENV, header_size, record_dtype
+from knockoff_env.durability.journal import TEAR_ENV, header_size, record_dtype
 from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ ATTACK = ["--budget", str(BUDGET), "--seed", "3", "--quiet", "--checkpoint-every
 
 
 def cli(*args, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", "attack", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "agents.cli", "attack", *args], cwd=ROOT,
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -8,8 +8,8 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 from knockoff_env import KnockoffEnv, TransferSet
-from knockoff_env.rewards import soft_cross_entropy
-from knockoff_env.victim import VictimOutputError
+from knockoff_env.training.losses import soft_cross_entropy
+from knockoff_env.victim.blackbox import VictimOutputError
 
 from conftest import LinearNet, tiny_world
 

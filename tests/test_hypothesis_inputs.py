@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 
 from conftest import LinearNet, tiny_world
 from knockoff_env import BlackBox, KnockoffEnv, QuerySet, VictimOutputError
-from knockoff_env.rewards import COMPONENTS, parse_reward
+from knockoff_env.core.rewards import COMPONENTS, parse_reward
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ANY_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-5, 60), st.floats(allow_nan=True),

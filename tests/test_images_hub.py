@@ -11,12 +11,12 @@ from PIL import Image
 
 from conftest import LinearNet
 from knockoff_env import KnockoffEnv
-from knockoff_env.cli import main
+from agents.cli import main
 from knockoff_env.data.common import class_folders
 from knockoff_env.data.hf import HFImages
 from knockoff_env.data.transforms import query_transform
-from knockoff_env.decode import DecodedImageFiles, Preprocess
-from knockoff_env.packed import PackedImages, pack
+from knockoff_env.data.decode import DecodedImageFiles, Preprocess
+from knockoff_env.data.packed import PackedImages, pack
 from miniature import data_root  # noqa: F401
 
 SIDE, CLASSES = 12, 4  # four labels (a–d): the eval set's labels are the victim's classes
@@ -171,7 +171,7 @@ def test_a_hugging_face_dataset_is_a_query_set_and_an_eval_set(hf_dataset, tmp_p
 def test_timm_victim_and_knockoff_with_local_weights_and_their_preprocessing(folder, hf_dataset, tmp_path):
     from timm.data import create_transform, resolve_data_config
 
-    from knockoff_env.timm_models import timm_model, timm_preprocess
+    from knockoff_env.models.timm import timm_model, timm_preprocess
     from knockoff_env.worlds.hub import make_hub_env
 
     victim = timm_model("test_resnet", num_classes=4)
@@ -197,7 +197,7 @@ def test_timm_victim_and_knockoff_with_local_weights_and_their_preprocessing(fol
 
 
 def test_compiled_models_answer_as_the_eager_ones(make_env):
-    from knockoff_env.compiled import compile_option
+    from knockoff_env.models.compile import compile_option
 
     eager, compiled = make_env(), make_env(compile_models=True)
     assert compile_option(True, torch.device("cpu")) == "default"

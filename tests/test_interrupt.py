@@ -20,9 +20,9 @@ from agents import make_agent, run_attack
 from agents.interrupt import StepBoundaryInterrupt
 from conftest import tiny_world
 from fuzz_cases import make_env
-from knockoff_env.cli import main
+from agents.cli import main
 from knockoff_env.worlds.digits import load_digits_victim
-from knockoff_env.journal import Journal
+from knockoff_env.durability.journal import Journal
 from test_durability_kill import journal_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def digits_victim_cached():
 
 def start(*args) -> subprocess.Popen:
     # SIGINT keeps its default disposition: Popen does not touch it, and no preexec_fn is given
-    return subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", *args], cwd=ROOT, env=dict(os.environ),
+    return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], cwd=ROOT, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

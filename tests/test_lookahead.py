@@ -10,7 +10,7 @@ from conftest import LinearNet, tiny_world
 from knockoff_env import KnockoffEnv
 from knockoff_env.data.common import class_folders
 from knockoff_env.data.transforms import query_transform
-from knockoff_env.lookahead import Lookahead
+from knockoff_env.data.lookahead import Lookahead
 
 SIDE, CLASSES = 12, 5  # five class folders: the eval set's labels are the victim's classes
 HIERARCHY = {"warm": [0, 1, 2], "cold": [3, 4]}

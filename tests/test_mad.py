@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from knockoff_env import BlackBox
-from knockoff_env.mad import MAD, Scorer, closed_form, jacobian_gram, last_layer
+from knockoff_env.victim.mad import MAD, Scorer, closed_form, jacobian_gram, last_layer
 
 from conftest import LinearNet
 

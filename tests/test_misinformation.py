@@ -7,7 +7,7 @@ import torch
 
 import knockoff_env  # noqa: F401  (registers the ids)
 from knockoff_env import BlackBox, KnockoffEnv
-from knockoff_env.misinformation import AdaptiveMisinformation, misinformation_loss, outliers
+from knockoff_env.victim.misinformation import AdaptiveMisinformation, misinformation_loss, outliers
 from knockoff_env.worlds.digits import digits_query_set
 
 from conftest import LinearNet

@@ -11,11 +11,11 @@ from torch import nn
 
 from agents import GradientBandit, RandomAgent, format_summary, make_agent, run_attack
 from knockoff_env import KnockoffEnv, NearChanceWarning, RECIPES, Recipe, resolve_recipe
-from knockoff_env.cli import main
+from agents.cli import main
 from knockoff_env.data import ilsvrc as ilsvrc_data
-from knockoff_env.knockoff import predict
-from knockoff_env.offline import augment_batch, fit_offline
-from knockoff_env.validation import chance_agreement, is_near_chance, split_holdout
+from knockoff_env.training.online import predict
+from knockoff_env.training.offline import augment_batch, fit_offline
+from knockoff_env.training.estimate import chance_agreement, is_near_chance, split_holdout
 
 from conftest import LinearNet, tiny_world
 from miniature import data_root  # noqa: F401
@@ -225,7 +225,7 @@ def test_a_folder_dataset_transfer_set_trains_through_worker_processes(tmp_path,
 def test_a_paper_world_picks_its_recipe_from_knockoff_init(data_root, tmp_path):
     import gymnasium as gym
 
-    from knockoff_env.architectures import build_arch
+    from knockoff_env.models.architectures import build_arch
     weights = tmp_path / "pretrained.pt"
     torch.save(build_arch("resnet18", 10).state_dict(), weights)
     options = dict(query_set="openimages", hierarchy=None, data_root=data_root, arch="resnet18", image_size=32,

@@ -6,7 +6,7 @@ import torch
 
 import knockoff_env  # noqa: F401  (registers the ids)
 from knockoff_env import BlackBox, KnockoffEnv
-from knockoff_env.multi import MultiKnockoff
+from knockoff_env.core.multi import MultiKnockoff
 
 from conftest import LinearNet, tiny_world
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from knockoff_env import BlackBox
-from knockoff_env.detectors import PRADA
-from knockoff_env.detectors.prada import DEFAULT_DELTA
+from knockoff_env.victim.detectors import PRADA
+from knockoff_env.victim.detectors.prada import DEFAULT_DELTA
 from knockoff_env.training.jacobian import JacobianAugmentation
 from knockoff_env.worlds.digits import DigitsNet, digits_split, load_digits_victim
 

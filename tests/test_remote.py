@@ -21,10 +21,11 @@ import uvicorn
 import knockoff_env  # noqa: F401
 from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
-from knockoff_env.journal import Journal, TEAR_ENV
-from knockoff_env.detectors import Detector
-from knockoff_env.remote import RemoteEvaluationError, RemoteVictim, RemoteVictimError
-from knockoff_env.serve import VictimService, create_app, decode, encode, listening_socket
+from knockoff_env.durability.journal import Journal, TEAR_ENV
+from knockoff_env.victim.detectors import Detector
+from knockoff_env.victim.remote import RemoteEvaluationError, RemoteVictim, RemoteVictimError
+from knockoff_env.serve import VictimService, create_app, listening_socket
+from knockoff_env.victim.wire import decode, encode
 from knockoff_env.worlds.digits import digits_query_set, load_digits_victim
 
 from conftest import LinearNet, tiny_world
@@ -47,7 +48,7 @@ def server():
     """`knockoff serve` of the digits world in a subprocess, on a free port, with an API key."""
     load_digits_victim()  # trained once into the session cache, which the server reads
     env = {**os.environ, "SERVER_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", "serve", "--port", "0", "--max-batch", "64",
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "serve", "--port", "0", "--max-batch", "64",
                              "--api-key-env", "SERVER_KEY", "--inject-faults", json.dumps(FAULTS),
                              "--fault-delay", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -171,7 +172,7 @@ def test_request_ids_are_idempotent(server):
 
 
 def cli(*args, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", "attack", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "agents.cli", "attack", *args], cwd=ROOT,
                             env={**os.environ, "KNOCKOFF_API_KEY": KEY, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -212,7 +213,7 @@ def test_sigkill_and_resume_against_the_server(server, tmp_path):
 
 def _journal_config(run: Path) -> dict:
     """The configuration the run's journal was written for (from its header)."""
-    from knockoff_env.journal import _FIXED, MAGIC
+    from knockoff_env.durability.journal import _FIXED, MAGIC
     data = (run / "journal.bin").read_bytes()
     length = _FIXED.unpack_from(data, len(MAGIC))[3]
     start = len(MAGIC) + _FIXED.size

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from knockoff_env.rewards import RewardFunction, certainty, diversity, parse_reward, soft_cross_entropy
+from knockoff_env.core.rewards import RewardFunction, certainty, diversity, parse_reward
+from knockoff_env.training.losses import soft_cross_entropy
 
 
 def test_certainty_is_margin_of_top_two():

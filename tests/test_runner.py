@@ -7,7 +7,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents import GradientBandit, RandomAgent, run_attack
-from knockoff_env.cli import main
+from agents.cli import main
 
 
 def test_run_attack_writes_policy_tags_figures_and_run_files(make_env, tmp_path):

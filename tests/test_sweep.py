@@ -15,7 +15,7 @@ import yaml
 
 from agents.sweep import SpecError, load_spec, read_results, run_sweep
 from agents.sweep.trial import RESULT, STARTS
-from knockoff_env.cli import main
+from agents.cli import main
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def test_plot_writes_the_figures_the_axes_allow(grid, capsys):
 
 
 def sweep_cli(spec: Path, out: Path, address: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "knockoff_env.cli", "sweep", str(spec), "--out", str(out),
+    return subprocess.Popen([sys.executable, "-m", "agents.cli", "sweep", str(spec), "--out", str(out),
                              "--address", address, "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from knockoff_env import BlackBox
-from knockoff_env.victim import resolve_device
+from knockoff_env.devices import resolve_device
 
 PROBS = torch.tensor([[0.52, 0.33, 0.11, 0.04], [0.13, 0.12, 0.47, 0.28]])
 

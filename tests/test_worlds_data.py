@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from knockoff_env.data import (DatasetNotFoundError, caltech256, cubs200, d2, diabetic5, ilsvrc, indoor67,
-                               openimages, small_scale, victim_data)
+from knockoff_env.data import caltech256, cubs200, d2, diabetic5, ilsvrc, indoor67, openimages, small_scale
+from knockoff_env.data.common import DatasetNotFoundError
+from knockoff_env.data.victims import victim_data
 from knockoff_env.data.transforms import query_transform, resize_for, victim_training_transform
 
 from miniature import CALTECH, CUBS, INDOOR, OPENIMAGES, WNIDS, cifar_without_checksums, data_root  # noqa: F401

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from knockoff_env.architectures import build_arch, imagenet_weights_path
-from knockoff_env.cli import main
+from knockoff_env.models.architectures import build_arch, imagenet_weights_path
+from agents.cli import main
 from knockoff_env.data import ilsvrc
-from knockoff_env.hierarchy import cluster_labels, load_hierarchy
-from knockoff_env.victim_training import class_weights, load_victim
+from knockoff_env.worlds.hierarchy import cluster_labels, load_hierarchy
+from knockoff_env.victim.training import class_weights, load_victim
 
 from miniature import CALTECH, cifar_without_checksums, data_root  # noqa: F401
 

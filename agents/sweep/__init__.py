@@ -1,7 +1,7 @@
 """Sweeps: a grid of attacks (agent × budget × seed × reward × any env option) run on Ray,
 resumable trial by trial, with one results table and the paper's figures from it.
 
-    from agents.sweep import run_sweep, plot_sweep
+    from . import run_sweep, plot_sweep
     table = run_sweep("examples/sweeps/digits_s1.yaml", "runs/sweeps/s1")   # a pandas DataFrame
     plot_sweep("runs/sweeps/s1")
 

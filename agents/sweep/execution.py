@@ -17,13 +17,7 @@ from tqdm.auto import tqdm
 
 from .results import write_results
 from .spec import SweepSpec, Trial, load_spec
-from .trial import RESULT, _write, failure, finished, run_trial
-
-TRIALS = "trials"  # trial directories live in SWEEP_DIR/trials/<trial id>/
-
-
-def trial_dir(out: str | Path, trial: Trial) -> Path:
-    return Path(out) / TRIALS / trial.id
+from .trial import RESULT, _write, failure, finished, run_trial, trial_dir
 
 
 def run_sweep(spec: SweepSpec | str | Path | dict, out: str | Path, *, address: str | None = None,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .spec import Trial
-from .trial import RESULT, STARTS
+from .trial import RESULT, STARTS, trial_dir
 
 SUMMARY = ("victim_accuracy", "knockoff_accuracy", "knockoff_accuracy_online", "times_victim", "agreement",
            "queries", "victim_queries", "seconds", "attack_seconds", "seen_classes", "unseen_classes",
@@ -32,8 +32,6 @@ CURVE = ("curve_queries", "curve_accuracy")
 
 def write_results(out: str | Path, trials: list[Trial]) -> pd.DataFrame:
     """Collect the trials' results under ``out`` into a table and write it as CSV and Parquet."""
-    from .execution import trial_dir
-
     out = Path(out)
     rows = [_row(t, trial_dir(out, t)) for t in trials]
     table = pd.DataFrame(rows)

@@ -24,10 +24,10 @@ import hashlib
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import tomllib
 import yaml
 
 SPEC_KEYS = ("env", "env_options", "agent", "seed", "agent_options", "axes", "run")

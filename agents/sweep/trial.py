@@ -26,6 +26,11 @@ from pathlib import Path
 from .spec import Trial
 
 RESULT, OPTIONS, STARTS, LOCK = "result.json", "trial.json", "starts.jsonl", ".lock"
+TRIALS = "trials"  # trial directories live in SWEEP_DIR/trials/<trial id>/
+
+
+def trial_dir(out: str | Path, trial: Trial) -> Path:
+    return Path(out) / TRIALS / trial.id
 
 
 def finished(trial_dir: Path) -> bool:
@@ -77,8 +82,8 @@ def _attack(trial: Trial, trial_dir: Path, threads: int, resume: bool) -> dict:
     import torch
 
     import knockoff_env  # noqa: F401  (registers the ids)
-    from agents import make_agent, run_attack
-    from knockoff_env.commands import evaluate_model
+
+    from .. import make_agent, run_attack
 
     torch.set_num_threads(max(1, threads))
     env = gym.make(trial.env, **trial.env_options)
@@ -86,12 +91,6 @@ def _attack(trial: Trial, trial_dir: Path, threads: int, resume: bool) -> dict:
     result = run_attack(env, agent, seed=trial.seed, logdir=trial_dir, eval_every=trial.run["eval_every"],
                         retrain_epochs=trial.run["retrain_epochs"], progress=False,
                         checkpoint_every=trial.run["checkpoint_every"], resume=resume)
-    core = env.unwrapped
-    core.knockoff.model.load_state_dict(torch.load(trial_dir / "knockoff.pt", map_location=core.device,
-                                                   weights_only=True))  # the reported (maybe retrained) one
-    report = evaluate_model(env, core.knockoff.model)
-    keep = ("seen_classes", "unseen_classes", "seen_class_accuracy", "unseen_class_accuracy")
-    result.update({k: report[k] for k in keep})
     result.pop("figures", None)
     env.close()
     return result

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from ..validate import is_finite_number, is_integer
+from ..checks import is_finite_number, is_integer
 
 
 def step_size(round_: int, lam: float = 0.1, tau: int | None = None) -> float:

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hierarchy import load_hierarchy, validate_hierarchy
-from ..victim_training import DEFAULT_ARCH, default_checkpoint, load_victim
+from ..victim.endpoints import open_victim
+from ..victim.training import DEFAULT_ARCH, default_checkpoint, load_victim
+from .hierarchy import load_hierarchy, validate_hierarchy
 
 
 def world_victim(victim_dataset: str, root: Path, checkpoint, options: dict) -> tuple:
     """The world's victim and what the world needs to know of it (``num_classes``,
     ``image_size``, ``arch``): the local checkpoint, or, when ``options["victim"]`` is the URL
-    of a served victim, a :class:`~knockoff_env.remote.RemoteVictim` described by its
+    of a served victim, the black box :func:`~knockoff_env.victim.endpoints.open_victim` gives, described by its
     ``/health`` (the knockoff then takes the dataset's default architecture unless ``arch``
     is given). ``options`` are the env's; the victim and ``remote`` options are taken out."""
     url = options.pop("victim", None)
@@ -23,10 +24,8 @@ def world_victim(victim_dataset: str, root: Path, checkpoint, options: dict) -> 
     if not isinstance(url, str):
         raise TypeError(f"victim={url!r}: a registered world takes its own victim or the URL of a served one "
                         "(`knockoff serve`); for any other victim build KnockoffEnv(victim=...) yourself")
-    from ..remote import RemoteVictim
-
     output = {k: options[k] for k in ("output", "top_k", "decimals", "device") if k in options}
-    victim = RemoteVictim(url, **output, **dict(options.pop("remote", None) or {}))
+    victim = open_victim(url, **output, **dict(options.pop("remote", None) or {}))
     return victim, {"num_classes": victim.num_classes, "image_size": victim.input_shape[-1],
                     "arch": DEFAULT_ARCH[victim_dataset]}
 

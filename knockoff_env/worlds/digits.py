@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw, ImageFont
 from sklearn.datasets import load_digits
 from torch import nn
 
-from ..checkpoint import load_tensors
-from ..env import KnockoffEnv
-from ..knockoff import predict
+from ..core.env import KnockoffEnv
+from ..durability.checkpoint import load_tensors
+from ..training.online import predict
 
 SIDE = 8            # image side, as scikit-learn's digits
 DRAW_SIDE = 32      # distractors are drawn at this size, then box-filtered down to 8×8

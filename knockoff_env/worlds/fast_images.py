@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..decode import DecodedImageFiles, Preprocess
-from ..packed import PackedImages
-from ..query_set import dataset_labels
+from ..data.decode import DecodedImageFiles, Preprocess
+from ..data.packed import PackedImages
+from ..data.query_set import dataset_labels
 
 DECODERS = ("pil", "cpu", "cuda", "auto")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from functools import partial
 
+from ..core.env import KnockoffEnv
 from ..data.hf import HFImages
-from ..env import KnockoffEnv
-from ..packed import PackedImages
-from ..timm_models import timm_model, timm_preprocess
+from ..data.packed import PackedImages
+from ..models.timm import timm_model, timm_preprocess
 
 
 def make_hub_env(*, victim: str, victim_weights, query_set=None, eval_set=None, knockoff: str | None = None,

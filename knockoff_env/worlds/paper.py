@@ -10,14 +10,16 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from ..architectures import RANDOM_INIT, build_arch
-from ..data import PAPER_VICTIMS, d2, ilsvrc, openimages, resolve_data_root
+from ..core.env import KnockoffEnv
+from ..data import d2, ilsvrc, openimages
+from ..data.common import resolve_data_root
+from ..data.query_set import dataset_labels
 from ..data.transforms import IMAGE_SIZE
-from ..env import KnockoffEnv
-from ..hierarchy import default_hierarchy_path
-from ..query_set import dataset_labels
+from ..data.victims import PAPER_VICTIMS
+from ..models.architectures import RANDOM_INIT, build_arch
 from .assembly import default_budget, resolve_hierarchy, world_victim
 from .fast_images import fast_query_set
+from .hierarchy import default_hierarchy_path
 
 QUERY_SETS = ("ilsvrc", "openimages", "d2")
 BUDGET = 60_000  # the paper's largest budget

@@ -9,11 +9,11 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from ..architectures import RANDOM_INIT, build_arch
+from ..core.env import KnockoffEnv
 from ..data import small_scale
 from ..data.common import resolve_data_root
-from ..env import KnockoffEnv
-from ..query_set import dataset_labels
+from ..data.query_set import dataset_labels
+from ..models.architectures import RANDOM_INIT, build_arch
 from .assembly import default_budget, resolve_hierarchy, world_victim
 
 # victim: its query sets (D.1), the first is the default; the victim's own data (P_V) is allowed too

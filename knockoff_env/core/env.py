@@ -1,0 +1,463 @@
+"""KnockoffEnv: the Knockoff Nets attack as a Gymnasium environment."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.utils.data import Subset
+
+from ..checks import is_integer
+from ..data.lookahead import build_lookahead
+from ..data.query_set import QuerySet, as_images_and_labels
+from ..devices import resolve_device
+from ..models.compile import compile_model, compile_option
+from ..training.evaluation import Evaluation
+from ..training.offline import OfflineFit, fit_offline
+from ..training.online import OnlineKnockoff, build_model
+from ..training.recipes import Recipe, resolve_recipe
+from ..victim.blackbox import BlackBox, raise_not_finite
+from ..victim.detectors import parse_detector
+from ..victim.endpoints import open_victim
+from .actions import Query, action_masks, action_space, resolve_action
+from .fit import PROBE, check_eval_set, probe_knockoff, probe_victim
+from .options import EnvOptions
+from .rewards import COMPONENTS, RewardFunction, parse_reward
+from .state import EpisodeState
+from .transfer_set import TransferSet
+
+ON_DETECTION = ("terminate", "flag")
+
+
+class KnockoffEnv(EpisodeState, gym.Env):
+    """Steal a black-box classifier by choosing which labels of a query set to query.
+
+    ## Description
+    Each step the agent picks a label of the adversary's query set P_A (through its coarse
+    node). The env draws ``queries_per_step`` unqueried images of that label, queries the
+    victim F_V once for the batch, scores the answers (certainty, diversity, and the
+    knockoff's loss *before* it learns them), takes one online SGD step of the knockoff F_A
+    on the victim's soft labels and appends the pairs to the transfer set. Images are drawn
+    without replacement: no image is queried twice in an episode.
+
+    ## Action Space
+    ``action_mode="hierarchical"`` (default): ``MultiDiscrete([num_coarse, max_labels])``,
+    an action ``(c, j)`` is label ``j`` of coarse node ``c``. ``action_mode="flat"``:
+    ``Discrete(num_labels)`` over labels in the hierarchy's order. An action outside the
+    space raises ``ValueError``. An action naming an exhausted label, or a slot ``j`` that
+    coarse node ``c`` does not have, is resolved to a uniformly drawn label with images left
+    in the same coarse node (else anywhere in P_A); ``info["resolved"]`` is then True and
+    ``info["label"]`` names the label actually queried. Masks: ``info["action_mask"]``
+    (int8, one entry per label in flat order, 0 = exhausted) and :meth:`action_masks` for
+    sb3-contrib's MaskablePPO.
+
+    ## Observation Space
+    ``Box(0, 1, (1 + num_coarse + num_labels + 3 + K,), float32)``: fraction of the budget
+    spent; fraction of images left per coarse node; fraction left per label; the last
+    step's normalised certainty, diversity and loss; the mean victim output ȳ over the
+    diversity window.
+
+    ## Rewards
+    ``reward="all"`` (paper): the mean of the three components, each min-max normalised to
+    [0, 1] over the episode so far. One component name gives that component raw; a list or
+    ``{name: weight}`` gives the weighted mean of the normalised ones. ``info["rewards"]``
+    holds every component raw and normalised.
+
+    ## Termination
+    When the budget is spent (the last step queries only what is left of it, so the budget
+    is never exceeded) or every pool is empty; with a detector and
+    ``on_detection="terminate"``, also at the query that raised its alarm (the step's later
+    images are not answered, not charged, and go back to their pool). There is no truncation.
+
+    ## Defences and detectors
+    ``defence``: the owner's defence of the answers (a spec such as
+    ``"reverse_sigmoid:beta=0.7,gamma=0.2"`` or ``"mad:eps=0.5+top_k:k=1"``, see
+    :mod:`knockoff_env.victim.defences`); the agent, rewards, knockoff and transfer set only ever
+    see the defended answers. ``detector``: the owner's monitor of this attack's query
+    stream (``"prada"``, see :mod:`knockoff_env.victim.detectors`). ``info["detected"]`` says
+    whether it has fired and ``detected_at`` (attribute) is the query count when it did;
+    ``on_detection="flag"`` lets the episode go on; ``detection_penalty`` is subtracted from
+    the reward of the step that raised the alarm. :meth:`evaluate` reports the defence's
+    cost: the victim's accuracy under the defence and the mean L1 distance between
+    defended and true answers on the eval set. A defence fitted on its owner's images
+    (adaptive misinformation's misinformation model) is fitted on the eval set.
+
+    ## Arguments
+    The paper's env. victim: ``nn.Module`` returning logits, a callable returning
+    probabilities, a :class:`BlackBox`, or the URL of a served victim (``"http://host:port"``,
+    see :mod:`~knockoff_env.victim.remote`; ``remote``: its options). query_set: ``(images,
+    labels)`` or a Dataset of (image, label). knockoff: ``nn.Module`` or a zero-argument factory
+    (rebuilt, under the reset seed, on each seeded reset). hierarchy: ``{coarse name: [label
+    ids]}`` (default: one node with every label). eval_set: the victim's test set, for
+    :meth:`evaluate`. budget: B, total queries (default: the whole query set).
+    queries_per_step: 4 (paper). reward: see Rewards. diversity_window: Δ = 25 (paper).
+    action_mode: see Action Space. output / top_k / decimals: the victim's output mode (paper
+    default: full probabilities). num_classes, label_names: K when it cannot be probed, names.
+    The owner's side (defence, detector, on_detection, detection_penalty): see above.
+
+    Training the knockoff. recipe (:mod:`~knockoff_env.training.recipes`): ``"auto"``
+    (default) is ``"paper"`` when ``knockoff_pretrained`` is True (paper worlds set it from
+    ``knockoff_init``), else ``"scratch"``; a name, a :class:`Recipe` or ``{"base": name, field:
+    value}``. knockoff_lr / knockoff_momentum: the online SGD step (default: the recipe's; paper
+    0.0005 and 0.5). train_online: False skips the online knockoff (as the paper's random
+    strategy, which trains only offline): the loss component is then not measured (NaN in
+    ``info``) nor rewarded.
+
+    Speed and runtime. options: an :class:`~knockoff_env.EnvOptions` (or dict) of device,
+    bf16, channels_last, fetch_workers, pin_memory, lookahead and compile_models; each is also
+    accepted as a keyword of its own (``device="cpu"``). None of them changes the attack.
+    Agents' hints reach the look-ahead through :meth:`hint`; ``info["lookahead"]`` reports its
+    hit rate.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        victim: nn.Module | Callable | BlackBox | str,
+        query_set: Any,
+        knockoff: nn.Module | Callable[[], nn.Module],
+        *,
+        # the paper's env
+        hierarchy: Mapping[str, list[int]] | None = None,
+        eval_set: Any = None,
+        budget: int | None = None,
+        queries_per_step: int = 4,
+        reward: Any = "all",
+        diversity_window: int = 25,
+        action_mode: str = "hierarchical",
+        output: str = "probs",
+        top_k: int = 1,
+        decimals: int = 2,
+        num_classes: int | None = None,
+        label_names: Mapping[int, str] | None = None,
+        # the owner's side
+        defence: Any = None,
+        detector: Any = None,
+        on_detection: str = "terminate",
+        detection_penalty: float = 0.0,
+        # training the knockoff
+        recipe: str | Recipe | Mapping = "auto",
+        knockoff_pretrained: bool | None = None,
+        knockoff_lr: float | None = None,
+        knockoff_momentum: float | None = None,
+        train_online: bool = True,
+        # speed and runtime (EnvOptions fields are also accepted as keywords); a URL victim's options
+        options: EnvOptions | Mapping | None = None,
+        remote: Mapping[str, Any] | None = None,
+        render_mode: str | None = None,
+        **runtime,
+    ):
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r}: KnockoffEnv has no rendering; use TensorBoard logs")
+        if not is_integer(queries_per_step) or queries_per_step < 1:
+            raise ValueError(f"queries_per_step={queries_per_step!r} must be a positive integer (paper: 4)")
+        self.options = EnvOptions.build(options, runtime)
+        self.device = resolve_device(self.options.device)
+        images, labels = as_images_and_labels(query_set, "query_set")
+        self.query_set = QuerySet(images, labels, hierarchy, label_names, self.options.fetch_workers,
+                                  self.options.pin_memory)
+        self.budget = self._check_budget(budget)
+        self.queries_per_step, self.action_mode = int(queries_per_step), action_mode
+        self.victim = self._black_box(victim, num_classes, output, top_k, decimals, defence, remote)
+        self._watch(detector, on_detection, detection_penalty)
+        self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
+        self._fit_defence()
+        self.train_online = bool(train_online)
+        self.reward_weights = self._reward_weights(reward)
+        self._knockoff_source = knockoff
+        self.recipe, self._pretrained = resolve_recipe(recipe, pretrained=knockoff_pretrained), knockoff_pretrained
+        self._precision = {"bf16": self.options.bf16, "channels_last": self.options.channels_last}
+        self._compile = compile_option(self.options.compile_models, self.device)
+        self.knockoff = self._online_knockoff(self.recipe.online_lr if knockoff_lr is None else knockoff_lr,
+                                              self.recipe.online_momentum if knockoff_momentum is None
+                                              else knockoff_momentum)
+        self.num_classes = self._check_fit()
+        self.evaluation = None if self.eval_set is None else Evaluation(self.victim, self.eval_set, self.device)
+        self.rewards = RewardFunction(self.reward_weights, self.num_classes, diversity_window, self.device,
+                                      max_queries=self.budget)
+        self.transfer_set = TransferSet(self.budget, self.num_classes)
+        self.lookahead = build_lookahead(self.options.lookahead, self.query_set, self.query_set.fetch, self.device,
+                                         self.queries_per_step)
+        if self._compile:
+            compile_model(self.victim.victim, self._compile)
+        self._build_spaces()
+        self.spent = 0
+        self._needs_reset = True
+        # called with (query, answers) as soon as the victim answers, before the knockoff learns
+        # (a durable run journals the paid answers there)
+        self.on_answers: Callable[[Query, torch.Tensor], None] | None = None
+
+    # --- construction ------------------------------------------------------------------
+    def _check_budget(self, budget) -> int:
+        if budget is None:
+            return len(self.query_set)
+        if not is_integer(budget) or budget < 1:
+            raise ValueError(f"budget={budget!r} must be a positive integer number of queries")
+        if budget > len(self.query_set):
+            raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
+                             "each image is queried at most once, so lower the budget or enlarge P_A")
+        return int(budget)
+
+    def _black_box(self, victim, num_classes, output, top_k, decimals, defence, remote) -> BlackBox:
+        """The victim as a :class:`BlackBox`; a URL is opened on the victim side (its own transport)."""
+        if isinstance(victim, str):
+            if defence is not None:
+                raise ValueError("a served victim's defence runs on its server: start it with `knockoff serve "
+                                 "--defence SPEC` (or VictimService(BlackBox(..., defence=...))), not defence= "
+                                 "on the attacking env")
+            victim = open_victim(victim, output=output, top_k=top_k, decimals=decimals, device=self.device,
+                                 **dict(remote or {}))
+        if isinstance(victim, BlackBox):
+            if defence is not None:
+                raise ValueError("the victim is already a BlackBox: give defence= to the BlackBox, not to the env")
+            return victim
+        return BlackBox(victim, num_classes=num_classes, output=output, top_k=top_k, decimals=decimals,
+                        device=self.device, bf16=self.options.bf16, channels_last=self.options.channels_last,
+                        defence=defence)
+
+    def _fit_defence(self) -> None:
+        """A defence fitted on its owner's images (adaptive misinformation's misinformation
+        model) gets the eval set: the victim's held-out images, which its owner has."""
+        if not self.victim.defence.needs_data:
+            return
+        if self.eval_set is None:
+            raise ValueError(f"the defence {self.victim.defence.spec()!r} is fitted on the owner's images, which "
+                             "the env takes from its eval_set: pass eval_set=(images, labels) or a Dataset")
+        data, labels = self.eval_set
+        self.victim.defence.fit((data, torch.from_numpy(labels)) if isinstance(data, torch.Tensor) else data)
+
+    def _watch(self, detector, on_detection: str, detection_penalty: float) -> None:
+        """The owner's monitor of this attack: one per attack (one client), also when envs share a BlackBox."""
+        if on_detection not in ON_DETECTION:
+            raise ValueError(f"on_detection={on_detection!r}; choose one of {ON_DETECTION}")
+        if not isinstance(detection_penalty, (int, float)) or not np.isfinite(detection_penalty):
+            raise ValueError(f"detection_penalty={detection_penalty!r} must be a finite number")
+        self.detector = self.victim.new_detector() if detector is None else parse_detector(detector, self.device)
+        self.on_detection, self.detection_penalty = on_detection, float(detection_penalty)
+
+    def _reward_weights(self, reward) -> dict[str, float]:
+        weights = parse_reward(reward)
+        if self.train_online:
+            return weights
+        weights = {k: w for k, w in weights.items() if k != "loss"}  # no online knockoff, so no loss to reward
+        if not weights:
+            raise ValueError("reward='loss' needs the online knockoff; keep train_online=True or choose "
+                             "another reward")
+        return weights
+
+    def _online_knockoff(self, lr: float, momentum: float) -> OnlineKnockoff:
+        knockoff = OnlineKnockoff(build_model(self._knockoff_source), self.device, lr, momentum, **self._precision)
+        if self._compile:
+            compile_model(knockoff.model, self._compile)
+        return knockoff
+
+    def _check_fit(self) -> int:
+        """K, checking with one probe batch (not counted against the budget) that the parts fit (see
+        :mod:`.fit`); an opaque victim (maybe remote, paid or rate-limited) is probed only when K
+        must be learned."""
+        probe = self.query_set.fetch(np.arange(min(PROBE, len(self.query_set)))).to(self.device)
+        local = isinstance(self.victim.victim, nn.Module)
+        num_classes = probe_victim(self.victim, probe, "query_set") if local or self.victim.num_classes is None \
+            else int(self.victim.num_classes)
+        probe_knockoff(self.knockoff.model, probe, "query_set", num_classes)
+        if self.eval_set is not None:
+            check_eval_set(self.victim if local else None, self.knockoff.model, self.eval_set, num_classes,
+                           self.device)
+        return num_classes
+
+    def _build_spaces(self) -> None:
+        qs = self.query_set
+        self.action_space = action_space(qs, self.action_mode)
+        size = 1 + qs.num_coarse + qs.num_labels + len(COMPONENTS) + self.num_classes
+        self.observation_space = spaces.Box(0.0, 1.0, (size,), np.float32)
+        self._label_totals = np.maximum(qs.pool_sizes, 1)
+        self._coarse_totals = np.maximum(qs.coarse_remaining(qs.pool_sizes), 1)
+        self._last_normalised = np.zeros(len(COMPONENTS), np.float32)
+        self._window_mean = np.zeros(self.num_classes, np.float32)
+
+    # --- Gymnasium API ---------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            torch.manual_seed(seed)
+            if not isinstance(self._knockoff_source, nn.Module):  # a factory: a fresh knockoff under the seed
+                self.knockoff = self._online_knockoff(self.knockoff.lr, self.knockoff.momentum)
+        self.knockoff.reset()
+        if self.lookahead:
+            self.lookahead.clear()
+        self.query_set.reset(self.np_random)
+        self.rewards.reset()
+        self.transfer_set.clear()
+        self._last_normalised[:] = 0
+        self._window_mean[:] = 0
+        self.spent = 0
+        self._needs_reset = False
+        if self.detector is not None:
+            self.detector.reset()
+        remaining = self.query_set.remaining()
+        return self._observation(remaining), self._info(remaining)
+
+    def step(self, action):
+        query = self.prepare(action)
+        eager_check = self.device.type == "cpu"  # free there; on a GPU it would be an extra sync
+        try:
+            answers = self.victim(query.images, check_finite=eager_check)
+            if self.on_answers is not None:
+                self.on_answers(query, answers)
+        except BaseException:
+            self.cancel(query)
+            raise
+        return self.learn(query, answers, eager_check)
+
+    # --- the two halves of a step (MultiKnockoff queries the victim for many envs at once) ---
+    def prepare(self, action) -> "Query":
+        """Resolve ``action``, draw the step's images and fetch them: everything before the victim."""
+        if self._needs_reset:
+            raise RuntimeError("the episode is over (or never started); call reset() before step()")
+        position, resolved = resolve_action(action, self.action_space, self.query_set, self.np_random)
+        n = min(self.queries_per_step, self.budget - self.spent)
+        index = self.query_set.draw(position, n)
+        images = self.lookahead.take(index) if self.lookahead else None
+        if images is None:
+            images = self.query_set.fetch(index).to(self.device, non_blocking=True)  # once, for both models
+        return Query(position, resolved, index, images)
+
+    def cancel(self, query: "Query") -> None:
+        """Undo :meth:`prepare` when the victim never answered: the images go back to their pool."""
+        self.query_set.undraw(query.position, len(query.index))
+        if self.lookahead:
+            self.lookahead.give_back(query.index, query.images)
+
+    def learn(self, query: "Query", answers: torch.Tensor, checked: bool = False):
+        """Everything after the victim: knockoff step, rewards, transfer set, observation.
+        ``checked``: the answers were already checked for NaN/inf (else it is done on the host).
+        Fewer answers than images (a journal replaying a step cut by the alarm) give the rest back."""
+        if len(answers) < len(query.index):
+            query = self._shorten(query, len(answers))
+        alarm = self.detector.observe(query.images, answers) if self.detector is not None else None
+        if alarm is not None and self.on_detection == "terminate" and alarm + 1 < len(answers):
+            self.victim.queries -= len(answers) - alarm - 1  # refused after the alarm: not charged
+            query, answers = self._shorten(query, alarm + 1), answers[:alarm + 1]
+        index, position = query.index, query.position
+        # scored before the update, then learned
+        loss = self.knockoff.step(query.images, answers) if self.train_online else None
+        raw, window_mean = self.rewards.measure(answers, loss)
+        # the step's one device→host copy: reward components, ȳ and the answers together
+        host = torch.cat([raw, window_mean, answers.reshape(-1)]).cpu().numpy()
+        k = self.num_classes
+        outputs = host[3 + k:].reshape(-1, k)
+        if not checked and not np.isfinite(outputs).all():
+            raise_not_finite()
+        reward, parts = self.rewards.score(host[:3])
+        if alarm is not None:
+            reward -= self.detection_penalty
+        self.transfer_set.append(index, outputs)
+        self._window_mean[:] = host[3:3 + k]
+        self.spent += len(index)
+        self._last_normalised[:] = [parts[f"{c}_normalised"] for c in COMPONENTS]
+
+        remaining = self.query_set.remaining()
+        terminated = self.spent >= self.budget or not remaining.any() \
+            or (self.detected_at is not None and self.on_detection == "terminate")
+        self._needs_reset = terminated
+        info = self._info(remaining)
+        info.update(rewards=parts, resolved=query.resolved, label_position=position,
+                    label=int(self.query_set.label_ids[position]),
+                    coarse_index=int(self.query_set.coarse_of_label[position]),
+                    queries_this_step=len(index))
+        info["coarse"] = self.query_set.coarse_names[info["coarse_index"]]
+        if self.lookahead:
+            if not terminated:
+                self.lookahead.refresh(self.budget - self.spent)
+            info["lookahead"] = self.lookahead.stats()
+        return self._observation(remaining), reward, terminated, False, info
+
+    def _shorten(self, query: "Query", n: int) -> "Query":
+        """Keep the first ``n`` images of ``query``; the rest go back to their pool."""
+        self.query_set.undraw(query.position, len(query.index) - n)
+        return query._replace(index=query.index[:n], images=query.images[:n])
+
+    @property
+    def detected_at(self) -> int | None:
+        """Queries spent when the detector raised its alarm this episode (None: not raised)."""
+        return None if self.detector is None else self.detector.alarm_at
+
+    def hint(self, probabilities: np.ndarray | None = None, plan=None) -> None:
+        """What the agent will probably do next, for the look-ahead (nothing without one):
+        its label ``probabilities`` (flat order) or the ``plan`` of its next labels."""
+        if self.lookahead and not self._needs_reset:
+            self.lookahead.hint(probabilities, plan, self.budget - self.spent)
+
+    def close(self) -> None:
+        """Stop the look-ahead's worker threads (the env stays usable, decoding on demand)."""
+        if self.lookahead:
+            self.lookahead.close()
+            self.lookahead = None
+
+    # --- masks, observation and info ------------------------------------------------
+    def action_masks(self) -> np.ndarray:
+        """Valid actions for MaskablePPO: per label (flat) or per coarse node then per slot."""
+        return action_masks(self.query_set, self.action_mode)
+
+    def _observation(self, remaining: np.ndarray) -> np.ndarray:
+        qs = self.query_set
+        return np.concatenate([
+            [self.spent / self.budget],
+            qs.coarse_remaining(remaining) / self._coarse_totals,
+            remaining / self._label_totals,
+            self._last_normalised,
+            self._window_mean,
+        ]).astype(np.float32)
+
+    def _info(self, remaining: np.ndarray) -> dict[str, Any]:
+        return {"queries": self.spent, "budget": self.budget,
+                "transfer_set_size": len(self.transfer_set),
+                "action_mask": (remaining > 0).astype(np.int8), "detected": self.detected_at is not None}
+
+    # --- evaluation and the offline phase --------------------------------------------
+    def transfer_images(self) -> torch.Tensor | Subset:
+        """The queried images, in query order (a tensor, or a Subset of the query dataset)."""
+        indices, _ = self.transfer_set.view()
+        if isinstance(self.query_set.images, torch.Tensor):
+            return self.query_set.fetch(indices)
+        return Subset(self.query_set.images, indices.tolist())
+
+    def retrain(self, epochs: int | None = None, **kwargs) -> nn.Module:
+        """Phase (b): a fresh knockoff trained on the transfer set (see :meth:`fit`); returns the model."""
+        return self.fit(epochs, **kwargs).model
+
+    def fit(self, epochs: int | None = None, *, recipe: str | Recipe | None = None, holdout: float = 0.1,
+            seed: int = 0, progress: bool = False, workers: int = 0, on_epoch=None, warn: bool = True,
+            **overrides) -> OfflineFit:
+        """Phase (b): train a fresh knockoff on the transfer set with the env's recipe (or ``recipe``),
+        ``epochs`` (default: the recipe's) and any other recipe field overridden by keyword;
+        ``holdout`` of the queries judge every epoch and the best epoch is kept (see
+        :mod:`~knockoff_env.training.offline`)."""
+        if len(self.transfer_set) == 0:
+            raise RuntimeError("the transfer set is empty; play an episode before retraining")
+        model = build_model(self._knockoff_source)
+        if isinstance(self._knockoff_source, nn.Module):
+            model.load_state_dict(self.knockoff.initial_state)
+        if epochs is not None:
+            overrides["epochs"] = epochs
+        _, outputs = self.transfer_set.view()
+        return fit_offline(model, self.transfer_images(), torch.from_numpy(outputs.copy()), device=self.device,
+                           recipe=self.recipe if recipe is None else resolve_recipe(recipe,
+                                                                                    pretrained=self._pretrained),
+                           holdout=holdout, seed=seed, progress=progress, workers=workers, on_epoch=on_epoch,
+                           warn=warn, **self._precision, **overrides)
+
+    def evaluate(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """The knockoff (or ``model``) against the victim on the eval set: top-1 accuracy of both,
+        their ratio (the paper's "×victim"), agreement, per-class accuracy on the classes seen and
+        unseen in the transfer set (supplement D.2), and the defence's cost:
+        ``victim_accuracy_defended`` and ``defence_l1`` (see
+        :class:`~knockoff_env.training.evaluation.Evaluation`)."""
+        if self.evaluation is None:
+            raise RuntimeError("no eval_set was given; pass eval_set=(images, labels) or a Dataset")
+        return self.evaluation.report(model or self.knockoff.model, self.transfer_set.view()[1])

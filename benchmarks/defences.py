@@ -33,7 +33,8 @@ from .results import machine, table, write_section
 DEFENCES = [
     ("none", True), ("label", True), ("top_k", True), ("top_k:k=3", False), ("rounded", True),
     ("rounded:decimals=1", False),
-    ("reverse_sigmoid", True), ("reverse_sigmoid:beta=0.7,gamma=0.2", False), ("reverse_sigmoid:beta=0.5,gamma=0.5", False),
+    ("reverse_sigmoid", True), ("reverse_sigmoid:beta=0.7,gamma=0.2", False),
+    ("reverse_sigmoid:beta=0.5,gamma=0.5", False),
     ("noise", True), ("noise:sigma=0.2", False), ("noise:sigma=0.5", False),
     ("mad", True), ("mad:eps=0.25", False), ("mad:eps=1.0", False),
     ("mad_argmax", True), ("mad_argmax:eps=0.5", False), ("mad_argmax:eps=2.0", False),
@@ -105,13 +106,14 @@ def prada_rows(env_id: str, base: dict, budget: int, seeds: list[int]) -> list:
     data, labels = core.eval_set
     if not isinstance(data, torch.Tensor):
         return rows
-    for order_name, order in (("in order", np.arange(len(labels))), ("sorted by class", np.argsort(labels, kind="stable"))):
+    orders = {"in order": np.arange(len(labels)), "sorted by class": np.argsort(labels, kind="stable")}
+    for order_name, order in orders.items():
         detector = PRADA(device=core.device)
         for (x,) in batches((data[torch.from_numpy(order)],), 4):
             if detector.observe(x.to(core.device), core.victim.true_and_defended(x)[1]) is not None:
                 break
-        rows.append([f"benign: eval images {order_name}", "none" if detector.alarm_at is None else str(detector.alarm_at),
-                     str(detector.seen)])
+        alarm = "none" if detector.alarm_at is None else str(detector.alarm_at)
+        rows.append([f"benign: eval images {order_name}", alarm, str(detector.seen)])
     return rows
 
 

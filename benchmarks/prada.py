@@ -54,8 +54,8 @@ def benign_streams(shuffles: int):
     glyphs, _ = glyph_victim()
     (train, _), (test, _) = digits_split()
     sources = {"digits test": (test, digits), "digits train": (train, digits),
-               "digits all (scikit-learn order)": (torch.tensor(load_digits().images / 16.0, dtype=torch.float32)[:, None],
-                                                            digits),
+               "digits all (scikit-learn order)": (torch.tensor(load_digits().images / 16.0,
+                                                                         dtype=torch.float32)[:, None], digits),
                "glyph test": (glyph_data()["test"][0], glyphs), "glyph train": (glyph_data()["train"][0], glyphs)}
     for name, (x, model) in sources.items():
         with torch.no_grad():

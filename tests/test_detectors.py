@@ -1,4 +1,4 @@
-"""PRADA on synthetic streams, and detectors and defences in the env: termination at the
+"""Detectors and defences in the env: termination at the
 alarm, flagging, durability, SB3, vector envs, MultiKnockoff and both env checkers."""
 import gymnasium as gym
 import numpy as np
@@ -8,8 +8,8 @@ from gymnasium.utils.env_checker import check_env
 
 from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
-from knockoff_env.victim.detectors import PRADA, parse_detector
 from knockoff_env.core.multi import MultiKnockoff
+from knockoff_env.victim.detectors import parse_detector
 
 from conftest import LinearNet
 

@@ -145,7 +145,8 @@ class AdaptiveMisinformation(Defence):
         if not self.needs_data:
             return
         if self.victim is None:
-            raise RuntimeError("adaptive_misinformation was not bound to a victim; use it through BlackBox(defence=...)")
+            raise RuntimeError("adaptive_misinformation was not bound to a victim; "
+                               "use it through BlackBox(defence=...)")
         if not isinstance(self.victim, nn.Module):
             raise ValueError("adaptive_misinformation trains its misinformation model as a copy of the victim's "
                              "architecture, but the victim is not an nn.Module: pass "

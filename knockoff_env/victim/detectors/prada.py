@@ -212,7 +212,8 @@ class PRADA(Detector):
             self._store(int(c), feat)
         classes = np.asarray(state["threshold_classes"]).tolist()
         self.thresholds = {int(c): float(t) for c, t in zip(classes, np.asarray(state["thresholds"]))}
-        self.member_stats = {int(c): np.array(s, np.float64) for c, s in zip(classes, np.asarray(state["member_stats"]))}
+        self.member_stats = {int(c): np.array(stats, np.float64)
+                             for c, stats in zip(classes, np.asarray(state["member_stats"]))}
         for c, d in zip(np.asarray(state["query_classes"]).tolist(), np.asarray(state["query_distances"]).tolist()):
             self.class_distances.setdefault(int(c), Distances()).append(d)
 

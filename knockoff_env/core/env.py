@@ -83,8 +83,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
     ``on_detection="flag"`` lets the episode go on; ``detection_penalty`` is subtracted from
     the reward of the step that raised the alarm. :meth:`evaluate` reports the defence's
     cost: the victim's accuracy under the defence and the mean L1 distance between
-    defended and true answers on the eval set. A defence fitted on its owner's images
-    (adaptive misinformation's misinformation model) is fitted on the eval set.
+    defended and true answers on the eval set.
 
     ## Arguments
     The paper's env. victim: ``nn.Module`` returning logits, a callable returning
@@ -166,7 +165,7 @@ class KnockoffEnv(EpisodeState, gym.Env):
         self.victim = self._black_box(victim, num_classes, output, top_k, decimals, defence, remote)
         self._watch(detector, on_detection, detection_penalty)
         self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
-        self._fit_defence()
+        self.victim.defence.fit(self.eval_set)  # trains a defence that needs its owner's images
         self.train_online = bool(train_online)
         self.reward_weights = self._reward_weights(reward)
         self._knockoff_source = knockoff
@@ -219,17 +218,6 @@ class KnockoffEnv(EpisodeState, gym.Env):
         return BlackBox(victim, num_classes=num_classes, output=output, top_k=top_k, decimals=decimals,
                         device=self.device, bf16=self.options.bf16, channels_last=self.options.channels_last,
                         defence=defence)
-
-    def _fit_defence(self) -> None:
-        """A defence fitted on its owner's images (adaptive misinformation's misinformation
-        model) gets the eval set: the victim's held-out images, which its owner has."""
-        if not self.victim.defence.needs_data:
-            return
-        if self.eval_set is None:
-            raise ValueError(f"the defence {self.victim.defence.spec()!r} is fitted on the owner's images, which "
-                             "the env takes from its eval_set: pass eval_set=(images, labels) or a Dataset")
-        data, labels = self.eval_set
-        self.victim.defence.fit((data, torch.from_numpy(labels)) if isinstance(data, torch.Tensor) else data)
 
     def _watch(self, detector, on_detection: str, detection_penalty: float) -> None:
         """The owner's monitor of this attack: one per attack (one client), also when envs share a BlackBox."""

@@ -32,6 +32,9 @@ import torch
 from torch import nn
 
 from ..checks import is_finite_number, is_integer
+from .defence_base import Defence
+from .mad import MAD
+from .misinformation import AdaptiveMisinformation
 
 MAX_DECIMALS = 30  # 10^30 × a probability stays finite in float32
 
@@ -50,38 +53,6 @@ def one_hot_top(probs: torch.Tensor) -> torch.Tensor:
     return nn.functional.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype)
 
 
-class Defence:
-    """A batched transformation of the victim's answers (subclasses set ``name``).
-
-    ``__call__(probs, images)``: ``probs`` (n, K) true answers, ``images`` the queried batch
-    (on the victim's device); returns the (n, K) answers. A defence keeps no state that
-    changes with the queries, so answering is a pure function of the query."""
-
-    name = ""
-
-    def bind(self, victim: Callable, device: torch.device) -> None:
-        """Called once by the black box: the victim model and its device."""
-
-    @property
-    def needs_data(self) -> bool:
-        """Whether the defence must first be :meth:`fit` on its owner's data."""
-        return False
-
-    def fit(self, data: Any) -> None:
-        """Prepare on the owner's data (``(images, labels)`` or a Dataset); most need none."""
-
-    def __call__(self, probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def spec(self) -> str:
-        """The spec string that rebuilds this defence (for configs and logs)."""
-        params = ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in self._params().items())
-        return f"{self.name}:{params}" if params else self.name
-
-    def _params(self) -> dict[str, Any]:
-        return {}
-
-
 class Chain(Defence):
     """Defences applied one after another (an empty chain answers the true probabilities)."""
 
@@ -97,6 +68,11 @@ class Chain(Defence):
         return any(d.needs_data for d in self.defences)
 
     def fit(self, data) -> None:
+        """Fit the defences that need their owner's images; ``data`` is ``(images, labels)``, a
+        Dataset, or None (an env without an eval set: refused when one needs data)."""
+        if self.needs_data and data is None:
+            raise ValueError(f"the defence {self.spec()!r} is fitted on the owner's images, which the env takes "
+                             "from its eval_set: pass eval_set=(images, labels) or a Dataset")
         for d in self.defences:
             if d.needs_data:
                 d.fit(data)
@@ -222,9 +198,6 @@ class Noise(Defence):
         return self.perturb(probs, self.draw(images, probs.shape[1]).to(probs.device))
 
 
-from .mad import MAD  # noqa: E402  (they subclass Defence, defined above)
-from .misinformation import AdaptiveMisinformation  # noqa: E402
-
 DEFENCES: dict[str, Callable[..., Defence]] = {
     "reverse_sigmoid": ReverseSigmoid, "noise": Noise, "mad": MAD,
     "mad_argmax": lambda eps=1.0, seed=0: MAD(eps, seed=seed, target="argmax"),
@@ -273,3 +246,4 @@ def parse_defence(spec: None | str | Defence | Sequence[str | Defence]) -> Chain
     if isinstance(spec, Sequence):
         return Chain([d for s in spec for d in parse_defence(s).defences])
     raise TypeError(f"defence={spec!r}: give a spec string such as 'mad:eps=0.5', a Defence, or a list of them")
+

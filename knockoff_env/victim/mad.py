@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..checks import is_finite_number
-from .defences import Defence
+from .defence_base import Defence
 
 TOP_BONUS = 1e-5      # the reference's up-weighting of the top class in an argmax target
 ALPHA_EPS = 1e-7      # the reference's guard in α = ε / (‖y − y*‖₁ + 1e-7)

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..checks import is_finite_number, is_integer
-from .defences import Defence
+from .defence_base import Defence
 from .mad import fresh_copy
 
 _TRAINED: dict[tuple, dict[str, torch.Tensor]] = {}
@@ -153,7 +153,8 @@ class AdaptiveMisinformation(Defence):
                              "AdaptiveMisinformation(misinformation=<nn.Module>) or misinformation='reversed'")
         model = fresh_copy(self.victim, self.seed)
         key = None
-        if isinstance(data, (tuple, list)) and all(isinstance(d, torch.Tensor) for d in data):
+        if isinstance(data, (tuple, list)):
+            data = tuple(torch.as_tensor(d) for d in data)
             key = (fingerprint(*self.victim.state_dict().values()), fingerprint(*data), self.epochs, self.seed)
         if key in _TRAINED:
             model.load_state_dict(_TRAINED[key])

@@ -140,8 +140,8 @@ class AdaptiveMisinformation(Defence):
             self.model.to(device).eval()
 
     def fit(self, data: Any) -> None:
-        """Train f̂ on the owner's ``data`` (``(images, labels)`` tensors or a Dataset of
-        pairs), unless it is given or already trained."""
+        """Train f̂ on the owner's ``data`` (``(images, labels)``, a Dataset of pairs, or
+        ``(Dataset, labels)``), unless it is given or already trained."""
         if not self.needs_data:
             return
         if self.victim is None:
@@ -153,9 +153,11 @@ class AdaptiveMisinformation(Defence):
                              "AdaptiveMisinformation(misinformation=<nn.Module>) or misinformation='reversed'")
         model = fresh_copy(self.victim, self.seed)
         key = None
-        if isinstance(data, (tuple, list)):
-            data = tuple(torch.as_tensor(d) for d in data)
+        if isinstance(data, (tuple, list)) and isinstance(data[0], torch.Tensor):
+            data = (data[0], torch.as_tensor(data[1]))
             key = (fingerprint(*self.victim.state_dict().values()), fingerprint(*data), self.epochs, self.seed)
+        elif isinstance(data, (tuple, list)):
+            data = data[0]  # a Dataset of (image, label) pairs, its labels alongside (as an env's eval set)
         if key in _TRAINED:
             model.load_state_dict(_TRAINED[key])
         else:

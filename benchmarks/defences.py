@@ -4,8 +4,8 @@ For every defence at its default and at two or three other strengths, × {random
 agent, over ``--seeds``: the retrained knockoff's accuracy, the victim's accuracy under the
 defence and the mean L1 change of the answers (on the eval set, what benign users pay; and
 on the random attack's own queries). A defence-aware attacker where one is obvious: against
-adaptive misinformation, inverting the misinformation function on answers that look
-switched (ỹ → normalise(1/ỹ)); against the MAD variants that keep the top-1, training on the
+adaptive misinformation, inverting the misinformation function (ỹ → normalise(1/ỹ)) on
+answers that can only be switched ones; against the MAD variants that keep the top-1, training on the
 top-1 labels alone. Then PRADA at its defaults: the query of its alarm for the random and
 adaptive attacks and for benign clients (Jacobian-augmentation streams: benchmarks/prada.py).
 
@@ -56,9 +56,11 @@ def aware(defence: str):
         tau = float(defence.split("tau=")[1].split(",")[0]) if "tau=" in defence else 0.9
 
         def invert(outputs: np.ndarray) -> np.ndarray:
-            inverse = 1 / np.clip(outputs, 1e-12, None)
+            """An answer is switched if its own top entry and its inverse's both lie below τ."""
+            inverse = 1 / np.clip(outputs.astype(np.float64), 1e-300, None)
             inverse /= inverse.sum(1, keepdims=True)
-            return np.where(inverse.max(1, keepdims=True) < tau, inverse, outputs)
+            switched = (outputs.max(1, keepdims=True) < tau) & (inverse.max(1, keepdims=True) < tau)
+            return np.where(switched, inverse, outputs).astype(outputs.dtype)
         return invert
     if defence.startswith("mad_argmax"):
         return lambda outputs: np.eye(outputs.shape[1], dtype=outputs.dtype)[outputs.argmax(1)]
@@ -160,8 +162,8 @@ def main() -> None:
         f"({args.epochs} epochs). Victim accuracy under the defence and L1 (eval): top-1 of the defended answers "
         "and mean ‖ỹ − y‖₁ on the eval set (the cost to benign users); L1 (queries): the same on the random "
         "attack's own queries. Aware attacker: the same transfer set reworked before retraining — against adaptive "
-        "misinformation, answers whose inverse normalise(1/ỹ) peaks below τ replaced by it; against MAD-argmax, "
-        "the top-1 labels alone.",
+        "misinformation, each answer that can only be a switched one (its top entry and that of its inverse "
+        "normalise(1/ỹ) both below τ) replaced by the inverse; against MAD-argmax, the top-1 labels alone.",
         table(header, rows),
         "PRADA at its defaults (δ = 0.90, tests every 10 queries): queries until the alarm; 'none' = no alarm.",
         table(["client", "alarm at query", "queries sent"], alarm_rows),

@@ -9,7 +9,7 @@ the last measurement of each episode made on a knockoff retrained for ``--final-
 for all), after which the attacker's knockoff is retrained offline from scratch on its transfer
 set (``--epochs``), as the paper's attack does.
 Fixed defences: every entry of :data:`FIXED` for every client. Triggered: PRADA's statistic
-W < 0.95, then refuse; and, for reference, the learner's own statistic with a hand-set
+W < δ (its default, 0.90), then refuse; and, for reference, the learner's own statistic with a hand-set
 threshold (mean top-1 confidence < 0.99, then refuse). The comparison the issue asks for: the
 learner against the best fixed defence whose benign cost is at most the learner's (+ 0.01).
 
@@ -35,6 +35,7 @@ from agents.duel import (
     train_defender,
 )
 from knockoff_env.duel import parallel_env
+from knockoff_env.victim.detectors.prada import DEFAULT_DELTA
 
 from .results import machine, table, write_section
 
@@ -43,7 +44,7 @@ FIXED = ("none", "top_k:k=1", "mad_argmax:eps=0.25", "mad_argmax:eps=0.5", "mad_
 LEARNER = "learning, online reward"
 LEARNER_FINAL = "learning, retrained-final reward"
 LEARNERS = (LEARNER, LEARNER_FINAL)
-PRADA = "triggered (PRADA W < 0.95 → refuse)"
+PRADA = f"triggered (PRADA W < {DEFAULT_DELTA:g} → refuse)"
 CONFIDENCE = "triggered (confidence_all < 0.99 → refuse)"
 TOLERANCE = 0.01  # "equal benign cost": at most the learner's, plus this
 

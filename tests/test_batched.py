@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import LinearNet
-from test_detectors import seeds_world, synthetic_stream
+from test_detectors import seeds_world
 from test_interrupt import SigintAt
+from test_prada import synthetic_stream
 
 from agents import GradientBandit, RandomAgent, run_attack
 from knockoff_env import BlackBox, KnockoffEnv

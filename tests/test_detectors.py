@@ -1,4 +1,4 @@
-"""PRADA on synthetic streams, and detectors and defences in the env: termination at the
+"""Detectors and defences in the env: termination at the
 alarm, flagging, durability, SB3, vector envs, MultiKnockoff and both env checkers."""
 import gymnasium as gym
 import numpy as np
@@ -11,7 +11,7 @@ from test_durability_files import _Crash, crashing_bandit
 from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.core.multi import MultiKnockoff
-from knockoff_env.victim.detectors import PRADA, parse_detector
+from knockoff_env.victim.detectors import parse_detector
 
 
 def one_hot(classes, k=3):
@@ -25,54 +25,10 @@ def feed(detector, images, answers, batch=4):
     return None
 
 
-def natural_stream(n=400, dim=32, seed=0):
-    """Independent Gaussian points: nearest-neighbour distances are close to normal."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, dim, generator=g), one_hot(torch.randint(0, 3, (n,), generator=g))
-
-
-def synthetic_stream(n=400, dim=32, seeds=10, step=0.1, seed=0):
-    """Jacobian-augmentation-like queries (Papernot et al.), the synthetic attacks PRADA was
-    built for: a few natural seeds, then each round every query spawns x + λ·sign(∇) (a random
-    sign vector stands in for the gradient's)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(seeds, dim, generator=g)
-    while len(x) < n:
-        signs = torch.randint(0, 2, x.shape, generator=g).float() * 2 - 1
-        x = torch.cat([x, x + step * signs])
-    return x[:n], one_hot(torch.randint(0, 3, (n,), generator=g))
-
-
-def test_prada_no_alarm_on_normal_distances_alarm_on_perturbed_seeds():
-    x, y = natural_stream()
-    detector = PRADA()
-    assert feed(detector, x, y) is None
-    assert len(detector.distances) == 400 - 3 and detector.statistic() > 0.95
-    x, y = synthetic_stream()
-    detector = PRADA()
-    alarm = feed(detector, x, y)
-    assert alarm is not None and alarm <= 110  # at the first tests, once 100 distances are in
-    assert detector.statistic() < 0.95
-
-
-def test_prada_batched_equals_one_query_at_a_time_and_state_round_trips():
-    x, y = synthetic_stream(n=200, seed=3)
-    x[:60] = natural_stream(n=60, seed=4)[0] * 0.2  # some spread first, so the alarm comes later
-    one, many = PRADA(), PRADA()
-    assert feed(one, x, y, batch=1) == feed(many, x, y, batch=7)
-    assert one.distances == many.distances and one.thresholds == many.thresholds
-    half = PRADA(min_distances=1000)
-    feed(half, x[:90], y[:90], batch=5)
-    restored = PRADA(min_distances=1000)
-    restored.load_state_dict({k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
-                              for k, v in half.state_dict().items()})
-    for d in (half, restored):
-        feed(d, x[90:], y[90:], batch=5)
-    assert half.distances == restored.distances and half.thresholds == restored.thresholds
-
-
 def test_detector_specs():
-    assert parse_detector("prada:delta=0.9,min_distances=50").delta == 0.9
+    detector = parse_detector("prada:delta=0.9,min_distances=50,every=5,min_per_class=3")
+    assert (detector.delta, detector.min_distances, detector.every, detector.min_per_class) == (0.9, 50, 5, 3)
+    assert detector.spec() == "prada:delta=0.9,min_distances=50,every=5,min_per_class=3,pool=32"
     assert parse_detector(None) is None
     with pytest.raises(ValueError, match="unknown detector 'prado'"):
         parse_detector("prado")
@@ -80,14 +36,17 @@ def test_detector_specs():
         parse_detector("prada:alpha=1")
     with pytest.raises(ValueError, match="delta"):
         parse_detector("prada:delta=2")
+    with pytest.raises(ValueError, match="every=0"):
+        parse_detector("prada:every=0")
 
 
 def seeds_world(n_per_seed=40, seeds=4, dim=6):
-    """A query set of small perturbations of a few seed points: PRADA's prey."""
+    """A query set of sign perturbations x + λ·sign(·) of a few seed points, as Jacobian
+    augmentation makes them: PRADA's prey."""
     g = torch.Generator().manual_seed(11)
     base = torch.randn(seeds, dim, generator=g) * 3
     pick = torch.arange(seeds).repeat_interleave(n_per_seed)
-    x = base[pick] + 0.01 * torch.randn(len(pick), dim, generator=g)
+    x = base[pick] + 0.05 * torch.randn(len(pick), dim, generator=g).sign()
     labels = torch.randint(0, 6, (len(pick),), generator=g)
     return x, labels
 
@@ -232,6 +191,6 @@ def test_cli_attack_with_defence_and_detector(capsys):
                  "--on-detection", "flag"]) == 0
     out = capsys.readouterr().out
     assert "under defence     victim accuracy" in out and "reverse_sigmoid:beta=0.7,gamma=0.2+top_k:k=3" in out
-    assert "prada:delta=0.95" in out
+    assert "prada:delta=0.9," in out
     assert main(["attack", "--budget", "40", "--quiet", "--defence", "mad:epsilon=1"]) == 2
     assert "bad parameter 'epsilon=1'" in capsys.readouterr().err

@@ -190,7 +190,7 @@ def test_a_prada_state_restored_from_the_database_goes_on_exactly_as_the_live_on
     for x, y in zip(batches[10:], answers[10:]):
         assert live.observe(x, y) == restored.observe(x, y)
     assert live.alarm_at == restored.alarm_at is not None and live.seen == restored.seen
-    assert live.distances == restored.distances and live.statistic() == restored.statistic()
+    assert np.array_equal(live.distances, restored.distances) and live.statistic() == restored.statistic()
 
 
 def test_key_and_client_mistakes_are_one_clear_line(capsys, tmp_path):

@@ -35,3 +35,17 @@ def test_every_world_plays_against_a_defence_and_a_detector(env_id, options, dat
     report = world.evaluate()
     assert report["victim_accuracy_defended"] == report["victim_accuracy"]  # MAD-argmax and top-k keep top-1
     assert report["defence_l1"] > 0
+
+
+@pytest.mark.parametrize("env_id, options", list(FAMILIES.values()))
+def test_every_world_fits_adaptive_misinformation_on_its_eval_set(env_id, options, data_root):
+    """The defence that trains on its owner's images gets them from the world's eval set."""
+    options = options if "Digits" in env_id else {**options, "data_root": data_root}
+    env = gym.make(env_id, defence="adaptive_misinformation:epochs=1", **options)
+    defence = env.unwrapped.victim.defence.defences[0]
+    assert defence.model is not None and not defence.needs_data
+    env.reset(seed=0)
+    _, reward, *_ = env.step(env.action_space.sample())
+    assert np.isfinite(reward)
+    answers = env.unwrapped.transfer_set.view()[1]
+    np.testing.assert_allclose(answers.sum(1), 1, atol=1e-5)

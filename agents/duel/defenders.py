@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from knockoff_env.duel import FEATURES, NONE
+from knockoff_env.victim.detectors.prada import DEFAULT_DELTA
 
 from ..gradient_bandit import gradient_step, masked_softmax
 
@@ -67,11 +68,11 @@ class FixedDefender(Defender):
 
 class TriggeredDefender(Defender):
     """``normal`` for a client until one of its statistics crosses ``threshold``, then ``strong`` for
-    the rest of the episode (latched). Default: PRADA's statistic W below 0.95 (its alarm level),
+    the rest of the episode (latched). Default: PRADA's statistic W below its δ (0.90, its alarm level),
     then refuse (the response PRADA's authors have in mind: stop serving the client). A detector's
     statistic counts only once it is ready (``prada_ready``)."""
 
-    def __init__(self, duel, strong: int | str = "refuse", feature: str = "prada_statistic", threshold: float = 0.95,
+    def __init__(self, duel, strong: int | str = "refuse", feature: str = "prada_statistic", threshold: float = DEFAULT_DELTA,
                  below: bool = True, normal: int | str = NONE):
         super().__init__(duel)
         self.strong, self.normal = self._entry(strong), self._entry(normal)

@@ -167,6 +167,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         self.victim = self._black_box(victim, num_classes, output, top_k, decimals, defence, remote)
         self._watch(detector, on_detection, detection_penalty)
         self.eval_set = None if eval_set is None else as_images_and_labels(eval_set, "eval_set")
+        self.victim.defence.fit(self.eval_set)  # trains a defence that needs its owner's images
         self._online_chosen = train_online is not None  # the user's choice, which a runner keeps
         self.train_online = True if train_online is None else bool(train_online)
         self._reward_spec = reward

@@ -20,7 +20,7 @@ DETECTORS = {"prada": PRADA}  # name in specs → class; a new detector is one f
 
 
 def parse_detector(spec: None | str | Detector, device: torch.device | str = "cpu") -> Detector | None:
-    """``"prada"`` / ``"prada:delta=0.9,min_distances=100"`` / a Detector / None."""
+    """``"prada"`` / ``"prada:delta=0.9,every=10"`` / a Detector / None."""
     if spec is None or spec == "" or spec == "none":
         return None
     if isinstance(spec, Detector):
@@ -29,7 +29,7 @@ def parse_detector(spec: None | str | Detector, device: torch.device | str = "cp
         raise TypeError(f"detector={spec!r}: give a spec string such as 'prada' or a Detector")
     name, _, args = spec.strip().partition(":")
     if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose from {sorted(DETECTORS)} (e.g. 'prada:delta=0.95')")
+        raise ValueError(f"unknown detector {name!r}; choose from {sorted(DETECTORS)} (e.g. 'prada:delta=0.9')")
     allowed = tuple(p for p in inspect.signature(DETECTORS[name]).parameters if p != "device")
     kwargs: dict[str, Any] = {}
     for item in filter(None, (a.strip() for a in args.split(","))):

@@ -38,7 +38,7 @@ from knockoff_env.journal import Journal
 from knockoff_env.validate import is_integer
 
 JOURNAL, CHECKPOINT, CURVE = "journal.bin", "checkpoint.pt", "accuracy_curve.jsonl"
-AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step")
+AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step", "discount", "xi", "reward_bound", "sigma", "gamma", "share")
 
 
 def run_config(env, agent, seed: int) -> dict:
@@ -59,7 +59,7 @@ class DurableRun:
             raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive number of steps")
         if not callable(getattr(agent, "state_dict", None)):
             raise ValueError(f"{type(agent).__name__} has no state_dict(), so it cannot be checkpointed; "
-                             "use a gradient-bandit or random agent for durable runs")
+                             "use a bandit or the random agent for durable runs")
         self.dir, self.env, self.core, self.agent = Path(run_dir), env, env.unwrapped, agent
         self.every = checkpoint_every
         self.config = run_config(env, agent, seed)

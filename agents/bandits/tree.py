@@ -38,6 +38,18 @@ def check_available(mask: np.ndarray) -> None:
         raise ValueError("no action is available: every label in this node is exhausted")
 
 
+def argmax_random_tie(values: np.ndarray, rng: np.random.Generator) -> int:
+    """The index of the largest value; a tie is broken uniformly at random (one draw, only on a tie)."""
+    best = np.flatnonzero(values == values.max())
+    return int(best[0]) if len(best) == 1 else int(rng.choice(best))
+
+
+def budget_steps(env) -> int:
+    """T, the steps the env's budget allows (the horizon the bandits' defaults are tuned for)."""
+    core = env.unwrapped
+    return max(1, -(-int(core.budget) // int(core.queries_per_step)))
+
+
 class TreeBandit(Agent):
     """Base of the label bandits: the hierarchy, acting, and a state that restores them exactly.
 

@@ -6,14 +6,14 @@ A spec is a YAML or TOML file (or a dict) with these keys::
     env_options: {queries_per_step: 4} # fixed env options, passed to gym.make
     agent: adaptive                    # fixed agent, unless ``agent`` is an axis
     seed: 0                            # fixed seed, unless ``seed`` is an axis
-    agent_options: {alpha: 0.3}        # gradient-bandit options (alpha, baseline_step)
+    agent_options: {alpha: 0.3}        # bandit options; each agent takes those it has (see AGENT_KEYS)
     axes:                              # crossed: one trial per combination
       agent: [random, adaptive, adaptive-flat]
       budget: [100, 500, 1000]
       seed: [0, 1, 2]
     run: {eval_every: 100, retrain_epochs: 30, checkpoint_every: 25}
 
-An axis named ``agent``, ``seed``, ``alpha`` or ``baseline_step`` sets that; any other axis
+An axis named ``agent``, ``seed`` or an agent option (:data:`AGENT_KEYS`) sets that; any other axis
 name is an env option (``budget``, ``reward``, ``tau_d``, ``action_mode``, ``output``,
 ``defence``, …) passed through to ``gym.make`` unchecked, so a bad value fails that trial
 (with its error in the results) rather than the sweep.
@@ -32,8 +32,9 @@ import yaml
 
 SPEC_KEYS = ("env", "env_options", "agent", "seed", "agent_options", "axes", "run")
 RUN_KEYS = ("eval_every", "retrain_epochs", "checkpoint_every")
-AGENT_KEYS = ("alpha", "baseline_step")
-SWEEP_AGENTS = ("adaptive", "adaptive-flat", "random")  # agents with state_dict(): durable, so resumable
+AGENT_KEYS = ("alpha", "baseline_step", "discount", "xi", "reward_bound", "sigma", "gamma", "share")
+SWEEP_AGENTS = ("adaptive", "adaptive-flat", "random", "ucb", "ucb-flat", "d-ucb", "d-ucb-flat", "thompson",
+                "thompson-flat", "exp3s", "exp3s-flat")  # agents with state_dict(): durable, so resumable
 DEFAULT_RUN = {"eval_every": None, "retrain_epochs": 0, "checkpoint_every": 25}
 
 

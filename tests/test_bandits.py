@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from agents import UCB, DiscountedUCB, Exp3S, GaussianThompson, agent_options, make_agent
+from agents import (
+    UCB,
+    DiscountedUCB,
+    Exp3S,
+    GaussianThompson,
+    agent_options,
+    make_agent,
+)
 from agents.registry import AGENTS, LABEL_AGENTS
 from agents.sweep.spec import SWEEP_AGENTS
 
@@ -58,7 +65,8 @@ def test_thompson_prefers_the_arm_with_the_higher_mean_after_enough_pulls(make_e
     picks = [int(agent.act(None, ALL_OPEN)) for _ in range(300)]
     assert 75 < picks.count(0) < 280  # favoured (1/6 would be 50), far from certain
     mean, std = agent.posterior(agent.labels)
-    assert mean[0] == pytest.approx(1.6 / 3) and std[0] == pytest.approx(0.3 / np.sqrt(3))  # prior mean 0: no reward yet
+    # prior mean 0 (no reward seen yet)
+    assert mean[0] == pytest.approx(1.6 / 3) and std[0] == pytest.approx(0.3 / np.sqrt(3))
 
 
 def test_thompson_estimates_sigma_and_the_prior_mean_from_the_rewards(make_env):

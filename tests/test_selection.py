@@ -5,8 +5,16 @@ import torch
 from torch import nn
 
 from agents.active.deepfool import deepfool_distances
-from agents.active.selection import (FetchedPool, k_center_greedy, knockoff_outputs, pool_subsample, select,
-                                     select_dfal, select_entropy, select_margin)
+from agents.active.selection import (
+    FetchedPool,
+    k_center_greedy,
+    knockoff_outputs,
+    pool_subsample,
+    select,
+    select_dfal,
+    select_entropy,
+    select_margin,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -151,7 +159,8 @@ def test_scoring_leaves_the_knockoff_in_its_mode_and_reads_a_fetched_pool_in_bat
 
     pool = FetchedPool(fetch, np.arange(70))
     for rule in ("entropy", "margin", "k-center", "dfal"):
-        assert select(rule, model, pool, 5, batch_size=32).tolist() == select(rule, model, images, 5).tolist()
+        assert select(rule, model, pool, 5, batch_size=32, dfal_batch_size=16).tolist() == \
+            select(rule, model, images, 5).tolist()
     assert model.training and max(asked) <= 32
     assert torch.equal(knockoff_outputs(model, images), knockoff_outputs(model, images))  # eval: no dropout
 

@@ -23,7 +23,9 @@ Compared with ActiveThief's TensorFlow code (``attacks/deepfool.py``, batch mode
   unchanged after ``max_iter`` steps ranks after every image that changed.
 * it clips to [0, 1]; the env's images are normalised (ImageNet mean/std), so no clipping.
 * gradients of the ``candidates`` classes the knockoff ranks highest at x (DeepFool's own
-  code uses 10), not of all classes: one backward pass per candidate per step.
+  code uses 10), not of all classes: one forward pass per step and one backward pass
+  batched over the candidates (``is_grads_batched``; faster on CPU than a backward pass per
+  candidate, and than one pass over a copy of each image per candidate).
 
 Both use the overshoot η = 0.01 and at most 20 steps (ActiveThief's values).
 """
@@ -91,23 +93,25 @@ def deepfool_batch(model: nn.Module, x0: torch.Tensor, max_iter: int = MAX_ITER,
             if step == max_iter or bool(done.all()):
                 break
             picked = scores.gather(1, classes[active])  # (A, C): f at each row's candidate classes
-            grads = torch.stack([torch.autograd.grad(picked[:, c].sum(), x, retain_graph=c < picked.shape[1] - 1)[0]
-                                 for c in range(picked.shape[1])], 1)  # (A, C, ...)
+            one_hot = torch.eye(picked.shape[1], device=x.device)[:, None, :].expand(-1, len(x), -1)
+            grads = torch.autograd.grad(picked, x, grad_outputs=one_hot,  # all C gradients in one batched pass
+                                        is_grads_batched=True)[0].transpose(0, 1)  # (A, C, ...)
         keep = ~done
         active, x, picked, grads = active[keep], x[keep], picked[keep].detach(), grads[keep]
         f = picked[:, 1:] - picked[:, :1]  # f'_j for the candidates j ≠ k₀
         w = (grads[:, 1:] - grads[:, :1]).flatten(2)
         norm = w.norm(dim=2).clamp_min(1e-12)
         nearest = (f.abs() / norm).argmin(1)
-        rows = torch.arange(len(active), device=x0.device)
-        w_l, norm_l = w[rows, nearest], norm[rows, nearest]
-        step_size = (f[rows, nearest].abs() + STEP_EPSILON) / norm_l ** 2
+        at = torch.arange(len(active), device=x0.device)
+        w_l, norm_l = w[at, nearest], norm[at, nearest]
+        step_size = (f[at, nearest].abs() + STEP_EPSILON) / norm_l ** 2
         r[active] += (step_size[:, None] * w_l).view_as(x)
     distance = ((1 + overshoot) * r).flatten(1).norm(dim=1)
     return distance, changed
 
 
-def deepfool_distances(model: nn.Module, images, batch_size: int = 128, **options) -> tuple[torch.Tensor, torch.Tensor]:
+def deepfool_distances(model: nn.Module, images, batch_size: int = 64,
+                       **options) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepFool over a pool in batches on the model's device: ``distance`` and ``changed`` (CPU tensors).
 
     ``images``: an (N, ...) tensor or anything with ``len`` and slicing to tensors (e.g.

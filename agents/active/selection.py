@@ -22,7 +22,7 @@ images), score a random subsample (:func:`pool_subsample`) of :data:`POOL_SAMPLE
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from .deepfool import deepfool_distances, evaluating, model_device
 
 POOL_SAMPLE = 10_000  # ActiveThief's default K for DFAL (images scored per round); see pool_subsample
 BATCH = 256
+DFAL_BATCH = 64  # images per DeepFool pass (its backward pass holds 10 candidate gradients per image)
 DISTANCE_BLOCK = 1 << 24  # pool rows × centres per block of the distance matrix (64 MiB of float32)
 RULES = ("entropy", "margin", "k-center", "dfal", "dfal-k-center")
 
@@ -146,11 +147,13 @@ def select_dfal_k_center(distance: torch.Tensor, changed: torch.Tensor, points: 
 
 
 def select(rule: str, model: nn.Module, images, k: int, queried=None, keep: int | None = None,
-           batch_size: int = BATCH, **deepfool) -> np.ndarray:
+           batch_size: int = BATCH, dfal_batch_size: int = DFAL_BATCH, **deepfool) -> np.ndarray:
     """Positions in ``images`` of the k images ``rule`` queries next (see :data:`RULES`).
 
     ``queried``: the images already queried (k-center's first centres; a tensor or sliceable).
-    ``keep``: DFAL + k-center's DFAL shortlist (default: all images). ``deepfool``: options of
+    ``keep``: DFAL + k-center's DFAL shortlist (default: all images). ``batch_size``: images per
+    forward pass; ``dfal_batch_size``: images per DeepFool batch (each is copied ``candidates``
+    times for the gradients). ``deepfool``: options of
     :func:`agents.active.deepfool.deepfool_batch` (``max_iter``, ``overshoot``, ``candidates``, ``on``).
     """
     if rule not in RULES:
@@ -161,7 +164,7 @@ def select(rule: str, model: nn.Module, images, k: int, queried=None, keep: int 
     centres = knockoff_outputs(model, queried, batch_size) if queried is not None and len(queried) else None
     if rule == "k-center":
         return k_center_greedy(knockoff_outputs(model, images, batch_size), centres, k)
-    distance, changed = deepfool_distances(model, images, batch_size=max(1, batch_size // 4), **deepfool)
+    distance, changed = deepfool_distances(model, images, batch_size=dfal_batch_size, **deepfool)
     if rule == "dfal":
         return select_dfal(distance, changed, k)
     return select_dfal_k_center(distance, changed, knockoff_outputs(model, images, batch_size), centres, k,

@@ -223,3 +223,32 @@ def test_each_bandit_plays_a_short_attack_on_the_digits_world(name):
     result = run_attack(env, make_agent(name, env, seed=0), seed=0, progress=False)
     assert result["queries"] == 60 == len(env.unwrapped.transfer_set)
     assert 0 <= result["knockoff_accuracy"] <= 1
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["d-ucb", "thompson", "exp3s-flat"])
+def test_a_durable_attack_resumes_bit_identically(make_env, tmp_path, name):
+    """Killed after step 4 with a checkpoint at step 3: the resumed attack draws what the
+    uninterrupted one drew (the agent's state comes back from the checkpoint, step 4 is replayed)."""
+    from agents import run_attack
+    reference = run_attack(env := make_env(budget=28), make_agent(name, env, seed=2), seed=5, progress=False)
+    expected = env.transfer_set.view()[0].copy()
+    env = make_env(budget=28)
+    agent = make_agent(name, env, seed=2)
+    update = agent.update
+
+    def update_then_crash(action, reward, info):
+        update(action, reward, info)
+        if agent.steps == 4:
+            raise _Crash
+
+    agent.update = update_then_crash
+    with pytest.raises(_Crash):
+        run_attack(env, agent, seed=5, logdir=tmp_path, checkpoint_every=3, progress=False)
+    env = make_env(budget=28)
+    result = run_attack(env, make_agent(name, env, seed=2), seed=5, logdir=tmp_path, resume=True, progress=False)
+    assert np.array_equal(env.transfer_set.view()[0], expected)
+    assert result["knockoff_accuracy"] == reference["knockoff_accuracy"]

@@ -8,7 +8,7 @@ and coarse nodes with nothing left, are never chosen and get probability 0.
 A bandit keeps per-arm statistics as named arrays, one set for the root (an entry per
 coarse node) and one for all labels (a node's labels are one contiguous segment of it).
 A node is a dict of views into those arrays, so updating a node updates the agent.
-Subclasses say what the arrays are (:meth:`TreeBandit._fresh`), how a node chooses
+Subclasses name the arrays (``STATS``, zeros at reset), say how a node chooses
 (:meth:`TreeBandit._pick`, by default a draw from :meth:`TreeBandit._policy`) and how it
 learns (:meth:`TreeBandit._learn`).
 """
@@ -30,7 +30,7 @@ class Choice:
     node: Node
     arm: int
     mask: np.ndarray
-    probs: np.ndarray | None  # the distribution the arm was drawn from (None: chosen deterministically)
+    probs: np.ndarray | None  # the distribution the arm was drawn from (None: chosen another way)
 
 
 def check_available(mask: np.ndarray) -> None:
@@ -59,7 +59,7 @@ class TreeBandit(Agent):
         seed: seeds the agent's random choices.
     """
 
-    STATS: tuple[str, ...] = ()  # per-arm arrays, zeros at reset unless _fresh says otherwise
+    STATS: tuple[str, ...] = ()  # names of the per-arm arrays
 
     def __init__(self, env, hierarchical: bool = True, seed: int | None = None):
         super().__init__(env, seed)
@@ -74,7 +74,7 @@ class TreeBandit(Agent):
 
     # --- what subclasses define ---------------------------------------------------------
     def _fresh(self, arms: int) -> Node:
-        """Statistics of ``arms`` arms nobody has played."""
+        """Statistics of ``arms`` arms nobody has played: zeros."""
         return {name: np.zeros(arms) for name in self.STATS}
 
     def _policy(self, node: Node, mask: np.ndarray) -> np.ndarray:

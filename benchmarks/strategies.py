@@ -14,7 +14,8 @@
    DFAL chooses are the same when DeepFool linearises the softmax (ActiveThief's choice)
    instead of the logits.
 
-    python -m benchmarks.strategies [--repeats 3] [--steps 2000] [--sizes 1000 10000] [--no-write]
+    python -m benchmarks.strategies [--repeats 3] [--budget 1000] [--steps 2000] [--sizes 1000 10000]
+                                    [--threads 1] [--no-write]
 """
 from __future__ import annotations
 
@@ -118,9 +119,11 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=2000, help="agent-only steps per agent and hierarchy")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="pool sizes to score")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # near-chance notes of the online knockoff
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     start, load_start = time.perf_counter(), os.getloadavg()[0]
 
@@ -144,7 +147,8 @@ def main(argv=None) -> None:
     status = "quiet machine" if quiet else f"under load, load average {load_start:.2f} at the start, " \
                                            f"{load_end:.2f} at the end"
     body = (f"`python -m benchmarks.strategies --repeats {args.repeats} --budget {args.budget} --steps {args.steps} "
-            f"--sizes {' '.join(map(str, args.sizes))}` — {machine()}; device {next(model.parameters()).device}; "
+            f"--sizes {' '.join(map(str, args.sizes))} --threads {args.threads}` — {machine()}; "
+            f"device {next(model.parameters()).device}; "
             f"{time.perf_counter() - start:.0f} s ({status}).\n\n"
             f"Whole attacks on the digits world (budget {args.budget}, median of {args.repeats}):\n\n{part1}\n\n"
             f"The agents alone ({args.steps} steps each; policy: one `label_probabilities` call):\n\n{part2}\n\n"

@@ -13,8 +13,8 @@ from agents import (
     agent_options,
     make_agent,
 )
-from agents.registry import AGENTS, LABEL_AGENTS
-from agents.sweep.spec import SWEEP_AGENTS
+from agents.registry import AGENTS
+from agents.sweep.spec import SWEEP_AGENTS, SpecError, load_spec
 
 NEW = ("ucb", "ucb-flat", "d-ucb", "d-ucb-flat", "thompson", "thompson-flat", "exp3s", "exp3s-flat")
 ALL_OPEN = {"action_mask": np.ones(6, np.int8)}  # tiny world: a:[0,1,2] b:[3,4] c:[5]
@@ -195,7 +195,14 @@ def test_reporting_the_policy_does_not_change_the_run(make_env):
 
 
 def test_registry_names_options_and_sweeps():
-    assert set(NEW) <= set(AGENTS) and set(SWEEP_AGENTS) == set(LABEL_AGENTS)
+    assert set(NEW) <= set(AGENTS) and set(NEW) <= set(SWEEP_AGENTS)
+    spec = load_spec({"env": "Knockoff-Digits-v0", "agent_options": {"gamma": 0.2},
+                      "axes": {"agent": ["ucb", "exp3s"], "discount": [0.9, 0.99]}})
+    assert [(t.agent, t.agent_options) for t in spec.trials()][:2] == [("ucb", {"gamma": 0.2, "discount": 0.9}),
+                                                                      ("ucb", {"gamma": 0.2, "discount": 0.99})]
+    with pytest.raises(SpecError, match=r"agent option 'alpha' applies to none of the agents \['ucb', 'exp3s'\]; "
+                                         r"it is an option of \['adaptive', 'adaptive-flat'\]"):
+        load_spec({"env": "Knockoff-Digits-v0", "agent_options": {"alpha": 0.3}, "axes": {"agent": ["ucb", "exp3s"]}})
     assert agent_options("exp3s") == ("gamma", "share") and agent_options("thompson-flat") == ("sigma",)
     with pytest.raises(ValueError, match=r"agent 'ucb' takes no option \['alpha'\]"):
         make_agent("ucb", None, alpha=0.3)

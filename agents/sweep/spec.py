@@ -30,11 +30,13 @@ from pathlib import Path
 
 import yaml
 
+from ..registry import LABEL_AGENTS
+from ..registry import agent_options as options_of
+
 SPEC_KEYS = ("env", "env_options", "agent", "seed", "agent_options", "axes", "run")
 RUN_KEYS = ("eval_every", "retrain_epochs", "checkpoint_every")
-AGENT_KEYS = ("alpha", "baseline_step", "discount", "xi", "reward_bound", "sigma", "gamma", "share")
-SWEEP_AGENTS = ("adaptive", "adaptive-flat", "random", "ucb", "ucb-flat", "d-ucb", "d-ucb-flat", "thompson",
-                "thompson-flat", "exp3s", "exp3s-flat")  # agents with state_dict(): durable, so resumable
+SWEEP_AGENTS = tuple(LABEL_AGENTS)  # agents with state_dict(): durable, so resumable
+AGENT_KEYS = tuple(dict.fromkeys(option for name in SWEEP_AGENTS for option in options_of(name)))
 DEFAULT_RUN = {"eval_every": None, "retrain_epochs": 0, "checkpoint_every": 25}
 
 
@@ -155,8 +157,19 @@ def _check(raw, where: str) -> SweepSpec:
     bad_agent_options = sorted(set(agent_options) - set(AGENT_KEYS))
     if bad_agent_options:
         raise SpecError(f"{where}: unknown agent_options {bad_agent_options}; choose from {AGENT_KEYS}")
+    _check_options_apply(agent_options, axes, raw, where)
     return SweepSpec(raw["env"], env_options, raw.get("agent", "adaptive"), raw.get("seed", 0), agent_options,
                      axes, run)
+
+
+def _check_options_apply(options: dict, axes: dict, raw: dict, where: str) -> None:
+    """Each agent option (fixed or an axis) is taken by at least one of the swept agents."""
+    agents = [str(a) for a in axes.get("agent", [raw.get("agent", "adaptive")])]
+    for name in [*options, *(a for a in axes if a in AGENT_KEYS)]:
+        if not any(name in options_of(agent) for agent in agents):
+            takers = [agent for agent in SWEEP_AGENTS if name in options_of(agent)]
+            raise SpecError(f"{where}: agent option {name!r} applies to none of the agents {agents}; "
+                            f"it is an option of {takers}")
 
 
 def _mapping(raw: dict, key: str, where: str) -> dict:

@@ -2,8 +2,8 @@
 
 1. **Attacks.** Seconds per 1,000 queries of a whole attack (``run_attack``, no evaluation,
    no retraining) on the digits world for every label agent, as ratios to the gradient
-   bandit (``adaptive``) and to ``random``. Repetitions are interleaved (every agent once,
-   then again) so that all see the same machine load; the median is reported.
+   bandit (``adaptive``) and to ``random``. Repetitions are interleaved (every agent once, in
+   a new random order, then again) so that all see the same machine load; the median is reported.
 2. **Agents alone.** Microseconds per step of ``act`` + ``update`` driven directly (random
    rewards, every label open), and per ``label_probabilities`` call (the policy plots), on
    the digits hierarchy (40 labels in 4 nodes) and on one of D²'s size (2,129 labels in
@@ -44,8 +44,9 @@ K = 100
 def attack_seconds(repeats: int, budget: int) -> dict[str, float]:
     """Median seconds per 1,000 queries of a digits attack, per agent (repetitions interleaved)."""
     times: dict[str, list[float]] = {name: [] for name in LABEL_AGENTS}
+    order = np.random.default_rng(0)
     for repeat in range(repeats):
-        for name in LABEL_AGENTS:
+        for name in order.permutation(list(LABEL_AGENTS)):  # a new order each time: load drifts
             env = gym.make("Knockoff-Digits-v0", budget=budget)
             agent = make_agent(name, env, seed=repeat)
             start = time.perf_counter()

@@ -46,7 +46,7 @@ def attack_seconds(repeats: int, budget: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in LABEL_AGENTS}
     order = np.random.default_rng(0)
     for repeat in range(repeats):
-        for name in order.permutation(list(LABEL_AGENTS)):  # a new order each time: load drifts
+        for name in map(str, order.permutation(list(LABEL_AGENTS))):  # a new order each time: load drifts
             env = gym.make("Knockoff-Digits-v0", budget=budget)
             agent = make_agent(name, env, seed=repeat)
             start = time.perf_counter()

@@ -145,6 +145,8 @@ def test_dfal_k_center_picks_spread_points_among_the_nearest_to_the_boundary():
     picked = select("dfal-k-center", model, x, 4, keep=10)
     assert len(set(picked.tolist())) == 4 and set(picked.tolist()) <= near
     assert set(select("dfal-k-center", model, x, 10, keep=10).tolist()) == near
+    with pytest.raises(ValueError, match="dfal-k-center needs keep"):
+        select("dfal-k-center", model, x, 4)
 
 
 def test_scoring_leaves_the_knockoff_in_its_mode_and_reads_a_fetched_pool_in_batches():

@@ -151,13 +151,17 @@ def select(rule: str, model: nn.Module, images, k: int, queried=None, keep: int 
     """Positions in ``images`` of the k images ``rule`` queries next (see :data:`RULES`).
 
     ``queried``: the images already queried (k-center's first centres; a tensor or sliceable).
-    ``keep``: DFAL + k-center's DFAL shortlist (default: all images). ``batch_size``: images per
+    ``keep``: DFAL + k-center's DFAL shortlist (required there; ActiveThief keeps as many images
+    as the attack's whole budget). ``batch_size``: images per
     forward pass; ``dfal_batch_size``: images per DeepFool batch (each is copied ``candidates``
     times for the gradients). ``deepfool``: options of
     :func:`agents.active.deepfool.deepfool_batch` (``max_iter``, ``overshoot``, ``candidates``, ``on``).
     """
     if rule not in RULES:
         raise ValueError(f"unknown selection rule {rule!r}; choose one of {RULES}")
+    if rule == "dfal-k-center" and keep is None:
+        raise ValueError("dfal-k-center needs keep, the size of DFAL's shortlist for k-center (ActiveThief: the "
+                         "attack's whole budget)")
     if rule in ("entropy", "margin"):
         probs = knockoff_outputs(model, images, batch_size)
         return select_entropy(probs, k) if rule == "entropy" else select_margin(probs, k)
@@ -167,8 +171,7 @@ def select(rule: str, model: nn.Module, images, k: int, queried=None, keep: int 
     distance, changed = deepfool_distances(model, images, batch_size=dfal_batch_size, **deepfool)
     if rule == "dfal":
         return select_dfal(distance, changed, k)
-    return select_dfal_k_center(distance, changed, knockoff_outputs(model, images, batch_size), centres, k,
-                                len(images) if keep is None else keep)
+    return select_dfal_k_center(distance, changed, knockoff_outputs(model, images, batch_size), centres, k, keep)
 
 
 def _check_k(k: int, size: int) -> None:

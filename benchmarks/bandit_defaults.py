@@ -23,8 +23,8 @@ from agents import make_agent, run_attack
 from .results import machine, table, write_section
 
 GRID = [("adaptive", {}), ("random", {}), ("ucb", {}), ("d-ucb", {}), ("d-ucb", {"discount": 0.9}),
-        ("thompson", {}), ("thompson", {"sigma": 0.5}), ("exp3s", {"gamma": 0.1}), ("exp3s", {}),
-        ("exp3s", {"gamma": 0.6}), ("exp3s", {"gamma": 1.0})]
+        ("thompson", {}), ("exp3s", {"gamma": 0.1}), ("exp3s", {}), ("exp3s", {"gamma": 0.6}),
+        ("exp3s", {"gamma": 1.0})]
 
 
 def digits_share(env) -> float:

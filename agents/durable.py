@@ -45,7 +45,7 @@ from knockoff_env.durability.journal import Journal
 from knockoff_env.durability.run_dir import is_json
 
 JOURNAL, CHECKPOINT, CURVE = "journal.bin", "checkpoint.pt", "accuracy_curve.jsonl"
-AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step")
+AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step", "discount", "xi", "reward_bound", "sigma", "gamma", "share")
 REMOTE = "served victim"  # a victim URL in a run's configuration: where it is served is not part of the attack
 
 
@@ -69,7 +69,7 @@ class DurableRun:
             raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a positive number of steps")
         if not callable(getattr(agent, "state_dict", None)):
             raise ValueError(f"{type(agent).__name__} has no state_dict(), so it cannot be checkpointed; "
-                             "use a gradient-bandit or random agent for durable runs")
+                             "use a bandit or the random agent for durable runs")
         self.dir, self.env, self.core, self.agent = Path(run_dir), env, env.unwrapped, agent
         self.every = checkpoint_every
         self.config = run_config(env, agent, seed)

@@ -10,7 +10,8 @@ from pathlib import Path
 from knockoff_env.errors import KnockoffError
 from knockoff_env.victim.remote import RemoteUnavailableError
 
-from .. import AGENTS, format_summary, make_agent, run_attack
+from .. import AGENTS, agent_options, format_summary, make_agent, run_attack
+from ..registry import SB3_AGENTS
 from .errors import INTERRUPTED
 from .journaling import (
     CHECKPOINTS,
@@ -22,8 +23,6 @@ from .journaling import (
     resume_hint,
 )
 from .options import OUTPUT_MODES, key_value, seed
-
-SB3_AGENTS = ("ppo", "a2c", "dqn", "maskable-ppo")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -72,6 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="images per victim call for a strategy that does not read the answers (random; default: "
                         "the victim's batch size, a served victim's max_batch); 0: one call per step")
     p.add_argument("--alpha", type=float, help="gradient-bandit step size (adaptive agents; default: 0.3)")
+    p.add_argument("--agent-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the agent's class, e.g. --agent-arg xi=0.5 for d-ucb (repeatable; "
+                        "default: none; docs/agents.md lists each agent's)")
     p.add_argument("--train-steps", type=int, default=2000, help="env steps to train an SB3 agent first")
     p.add_argument("--env-arg", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="any other env option, e.g. --env-arg data_root=~/data (repeatable; default: none)")
@@ -136,8 +138,13 @@ def make_env_and_agent(args):
         model = train_sb3(args.agent, env, args.train_steps, seed=args.seed, logdir=args.logdir)
         return env, SB3Agent(model, env, seed=args.seed)
     env = gym.make(args.env, **options)
-    bandit = {"alpha": args.alpha} if args.alpha is not None and args.agent.startswith("adaptive") else {}
-    return env, make_agent(args.agent, env, seed=args.seed, **bandit)
+    chosen = dict(getattr(args, "agent_arg", None) or [])
+    if args.alpha is not None:
+        if not args.agent.startswith("adaptive"):
+            raise ValueError(f"--alpha is the gradient bandit's step size; agent {args.agent!r} has none "
+                             f"(its options: {agent_options(args.agent)}, given with --agent-arg KEY=VALUE)")
+        chosen["alpha"] = args.alpha
+    return env, make_agent(args.agent, env, seed=args.seed, **chosen)
 
 
 def attack(args) -> int:

@@ -69,6 +69,7 @@ def _saved_args(args, parser: argparse.ArgumentParser):
         _write_args(Path(args.resume), saved)
     saved["env_arg"] = [tuple(kv) for kv in saved["env_arg"]]
     saved["remote_arg"] = [tuple(kv) for kv in saved.get("remote_arg", [])]
+    saved["agent_arg"] = [tuple(kv) for kv in saved.get("agent_arg", [])]
     saved.setdefault("retrain_epochs", 0)  # runs saved before the offline phase was the default
     return argparse.Namespace(**{**vars(args), **saved, "logdir": args.resume})
 

@@ -6,14 +6,14 @@ A spec is a YAML or TOML file (or a dict) with these keys::
     env_options: {queries_per_step: 4} # fixed env options, passed to gym.make
     agent: adaptive                    # fixed agent, unless ``agent`` is an axis
     seed: 0                            # fixed seed, unless ``seed`` is an axis
-    agent_options: {alpha: 0.3}        # gradient-bandit options (alpha, baseline_step)
+    agent_options: {alpha: 0.3}        # bandit options; each agent takes those it has (see AGENT_KEYS)
     axes:                              # crossed: one trial per combination
       agent: [random, adaptive, adaptive-flat]
       budget: [100, 500, 1000]
       seed: [0, 1, 2]
     run: {eval_every: 100, retrain_epochs: 30, checkpoint_every: 25}
 
-An axis named ``agent``, ``seed``, ``alpha`` or ``baseline_step`` sets that; any other axis
+An axis named ``agent``, ``seed`` or an agent option (:data:`AGENT_KEYS`) sets that; any other axis
 name is an env option (``budget``, ``reward``, ``tau_d``, ``action_mode``, ``output``,
 ``defence``, …) passed to ``gym.make``. Before anything runs, :func:`load_spec` checks the
 env id, every option name against what the env id's constructor and world builder take,
@@ -35,10 +35,13 @@ import yaml
 
 from knockoff_env.errors import ConfigError
 
+from ..registry import LABEL_AGENTS
+from ..registry import agent_options as options_of
+
 SPEC_KEYS = ("env", "env_options", "agent", "seed", "agent_options", "axes", "run")
 RUN_KEYS = ("eval_every", "retrain_epochs", "checkpoint_every")
-AGENT_KEYS = ("alpha", "baseline_step")
-SWEEP_AGENTS = ("adaptive", "adaptive-flat", "random")  # agents with state_dict(): durable, so resumable
+SWEEP_AGENTS = tuple(LABEL_AGENTS)  # agents with state_dict(): durable, so resumable
+AGENT_KEYS = tuple(dict.fromkeys(option for name in SWEEP_AGENTS for option in options_of(name)))
 DEFAULT_RUN = {"eval_every": None, "retrain_epochs": 0, "checkpoint_every": 25}
 
 
@@ -159,6 +162,7 @@ def _check(raw, where: str) -> SweepSpec:
     bad_agent_options = sorted(set(agent_options) - set(AGENT_KEYS))
     if bad_agent_options:
         raise SpecError(f"{where}: unknown agent_options {bad_agent_options}; choose from {AGENT_KEYS}")
+    _check_options_apply(agent_options, axes, raw, where)
     spec = SweepSpec(raw["env"], env_options, raw.get("agent", "adaptive"), raw.get("seed", 0), agent_options,
                      axes, run)
     _check_options(spec, where)
@@ -169,11 +173,13 @@ def _check_options(spec: SweepSpec, where: str) -> None:
     """Every trial's env id, option names and value kinds, as the CLI checks them: before Ray starts."""
     import inspect
 
-    from agents.gradient_bandit import GradientBandit
     from knockoff_env.worlds.registry import check_env_id, check_env_options, check_option_types, env_parameters
 
     env_axes = [n for n in spec.axes if n not in ("agent", "seed", *AGENT_KEYS)]
-    bandit = inspect.signature(GradientBandit.__init__).parameters
+    agents = [str(a) for a in spec.axes.get("agent", [spec.agent])]
+    bandit = {}  # the parameters of the swept agents' classes, by option name
+    for name in agents:
+        bandit.update(inspect.signature(LABEL_AGENTS[name][0]).parameters)
     try:
         if not _registered(spec.env):
             check_env_id(spec.env)
@@ -212,6 +218,16 @@ def _registered(env_id: str) -> bool:
     except gym.error.Error:
         return False
     return True
+
+
+def _check_options_apply(options: dict, axes: dict, raw: dict, where: str) -> None:
+    """Each agent option (fixed or an axis) is taken by at least one of the swept agents."""
+    agents = [str(a) for a in axes.get("agent", [raw.get("agent", "adaptive")])]
+    for name in [*options, *(a for a in axes if a in AGENT_KEYS)]:
+        if not any(name in options_of(agent) for agent in agents):
+            takers = [agent for agent in SWEEP_AGENTS if name in options_of(agent)]
+            raise SpecError(f"{where}: agent option {name!r} applies to none of the agents {agents}; "
+                            f"it is an option of {takers}")
 
 
 def _mapping(raw: dict, key: str, where: str) -> dict:

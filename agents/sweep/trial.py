@@ -140,11 +140,13 @@ def _attack(trial: Trial, directory: Path, threads: int, resume: bool) -> dict:
 
     import knockoff_env  # noqa: F401  (registers the ids)
 
-    from .. import make_agent, run_attack
+    from .. import agent_options, make_agent, run_attack
 
     torch.set_num_threads(max(1, threads))
     env = gym.make(trial.env, **trial.env_options)
-    agent = make_agent(trial.agent, env, seed=trial.seed, **(trial.agent_options if trial.agent != "random" else {}))
+    takes = agent_options(trial.agent)  # a grid over agents gives each agent the options it has
+    agent = make_agent(trial.agent, env, seed=trial.seed,
+                       **{k: v for k, v in trial.agent_options.items() if k in takes})
     result = run_attack(env, agent, seed=trial.seed, logdir=directory, eval_every=trial.run["eval_every"],
                         retrain_epochs=trial.run["retrain_epochs"], progress=False,
                         checkpoint_every=trial.run["checkpoint_every"], resume=resume)

@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--hit-steps", type=int, default=300, help="steps per agent for the hit rates")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "knockoff_paper_scale")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--px", type=int, default=224, help="the models' input size (default: the paper's 224)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -173,17 +174,17 @@ def main() -> None:
     folder = write_jpegs(args.workdir, args.images, args.labels)
     sizes = [p.stat().st_size for p in sorted(folder.glob("*/*.JPEG"))[:200]]
     print(f"{args.images} JPEGs in {folder} (mean {np.mean(sizes) / 1e3:.0f} kB), {time.perf_counter() - start:.0f} s")
-    files = class_folders(folder, query_transform(224))
-    packed_dir = args.workdir / f"packed-{args.images}-{args.labels}"
+    files = class_folders(folder, query_transform(args.px))
+    packed_dir = args.workdir / f"packed-{args.images}-{args.labels}-{args.px}px"
     if not (packed_dir / INDEX).exists():
         start = time.perf_counter()
-        pack(files, packed_dir, Preprocess.paper(224), progress=False)
+        pack(files, packed_dir, Preprocess.paper(args.px), progress=False)
         print(f"packed in {time.perf_counter() - start:.0f} s")
     sources = {"Pillow": lambda: files,
-               "torchvision.io CPU": lambda: DecodedImageFiles(files, Preprocess.paper(224), "cpu"),
+               "torchvision.io CPU": lambda: DecodedImageFiles(files, Preprocess.paper(args.px), "cpu"),
                "packed": lambda: PackedImages(packed_dir, device)}
     if device.type == "cuda":
-        sources["torchvision.io GPU"] = lambda: DecodedImageFiles(files, Preprocess.paper(224), device)
+        sources["torchvision.io GPU"] = lambda: DecodedImageFiles(files, Preprocess.paper(args.px), device)
     budget = 4 * (args.steps + 4)
     rows, results = [], {}
     for source, make_query_set in sources.items():
@@ -214,7 +215,7 @@ def main() -> None:
             f"from other work: compare rows by their *step / bare* ratio (bare = the two models' own work, "
             f"timed interleaved with the steps), not across runs. Query set: {args.images} JPEGs "
             f"(~500×375, mean {np.mean(sizes) / 1e3:.0f} kB) in {args.labels} labels; ResNet-34 victim "
-            f"({CLASSES} classes) and knockoff at 224 px, random init, 4 queries per step, random agent "
+            f"({CLASSES} classes) and knockoff at {args.px} px, random init, 4 queries per step, random agent "
             f"(its plan feeds the look-ahead). *60k queries*: step ms × 15,000 steps.\n\n"
             + table(header, rows)
             + "\n\nOn a CPU the two models dominate the step; the *decode* column is what the look-ahead takes off "

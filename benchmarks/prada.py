@@ -142,6 +142,10 @@ def main() -> None:
     parser.add_argument("--oracle-queries", type=int, default=3000)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    if not (args.cost_queries > 1000 and 0 < args.oracle_queries <= args.cost_queries
+            and args.cost_queries % 4 == 0 and args.oracle_queries % 4 == 0):
+        parser.error("--cost-queries must exceed 1,000 (the last 1,000 are timed apart) and --oracle-queries "
+                     "lie in (0, cost-queries], both multiples of 4 (the queries per step)")
     start = time.perf_counter()
     benign_rows, counts, lowest = benign_section(args.shuffles)
     print(table(["benign source", "queries", "streams", "lowest W (order, query)", "median lowest W"], benign_rows))

@@ -1,12 +1,12 @@
 """The hand search behind the ``"scratch"`` recipe: offline recipes on fixed transfer sets.
 
-    python -m benchmarks.recipe_search scratch     # or: digits
+    python -m benchmarks.recipe_search scratch     # or: digits [--budget 800] [--seeds 3] [--epochs N]
 
 Plays random and adaptive attacks (budget 800, seeds 0–2, online lr 0.01) once, then retrains
 each transfer set for 30 epochs with every candidate recipe (nothing held out unless the row
 says so) and prints the mean test accuracy per strategy. Prints only; the README quotes it.
 """
-import sys
+import argparse
 import time
 import warnings
 
@@ -38,22 +38,30 @@ CANDIDATES = {
 
 
 def main() -> None:
-    world = sys.argv[1] if len(sys.argv) > 1 else "scratch"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("world", nargs="?", default="scratch", choices=("scratch", "digits"))
+    parser.add_argument("--budget", type=int, default=800)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, help="every candidate's epochs (default: each candidate's own)")
+    args = parser.parse_args()
+    world, seeds = args.world, range(args.seeds)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", NearChanceWarning)
     envs = {}
     for strategy in ("random", "adaptive"):
-        for seed in range(3):
-            env = make_digits_env(budget=800, device="cpu", knockoff_lr=0.01) if world == "digits" else \
-                make_scratch_env(budget=800, knockoff_lr=0.01)
-            run_attack(env, make_agent(strategy, env, seed=seed), seed=seed, progress=False)
+        for seed in seeds:
+            env = make_digits_env(budget=args.budget, device="cpu", knockoff_lr=0.01) if world == "digits" else \
+                make_scratch_env(budget=args.budget, knockoff_lr=0.01)
+            run_attack(env, make_agent(strategy, env, seed=seed), seed=seed, progress=False, retrain_epochs=0)
             envs[strategy, seed] = env
     for name, options in CANDIDATES.items():
         options, started, row = dict(options), time.perf_counter(), {}
         holdout = options.pop("holdout", 0.0)
+        if args.epochs is not None:
+            options["epochs"] = args.epochs
         for strategy in ("random", "adaptive"):
             accuracies = []
-            for seed in range(3):
+            for seed in seeds:
                 torch.manual_seed(seed)
                 env = envs[strategy, seed]
                 model = env.retrain(seed=seed, holdout=holdout, **options)

@@ -123,6 +123,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
+    if min(args.sizes) <= K:
+        parser.error(f"--sizes must exceed k = {K}, the images chosen from each pool")
     warnings.simplefilter("ignore")  # near-chance notes of the online knockoff
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

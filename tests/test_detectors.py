@@ -156,7 +156,10 @@ def test_env_checkers_pass_with_defences_and_detectors(make_env, defence, detect
 def test_sb3_vector_env_and_multiknockoff_play_against_defences(make_env, seeds_env):
     from stable_baselines3 import PPO
     env = make_env(defence="mad:eps=0.5+top_k:k=2", detector="prada:min_distances=5", action_mode="flat")
-    PPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu").learn(32)
+    model = PPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, device="cpu").learn(32)
+    _, answers = env.unwrapped.transfer_set.view()  # the last episode PPO played, as the env answered it
+    assert model.num_timesteps == 32 and len(answers) > 0
+    assert ((answers > 0).sum(1) <= 2).all()  # every answer PPO learnt from went through top_k:k=2
 
     vec = gym.vector.SyncVectorEnv([lambda: seeds_env(defence="noise:sigma=0.1") for _ in range(2)])
     vec.reset(seed=[0, 1])

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import ray
 import yaml
 
 from agents.cli import main
@@ -23,7 +24,6 @@ from agents.sweep.figures import AGENT_COLOURS, _Plotter
 from agents.sweep.results import write_results
 from agents.sweep.trial import CLOCK, RESULT, STARTS
 
-ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
 GRID = {"env": "Knockoff-Digits-v0",
         "axes": {"agent": ["random", "adaptive"], "budget": [40, 80], "seed": [0, 1]},

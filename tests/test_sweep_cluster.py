@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 
 from agents.sweep.trial import CLOCK, RESULT, STARTS
 
-ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 NODE = ["--num-cpus=1", "--disable-usage-stats", "--object-store-memory=100000000",

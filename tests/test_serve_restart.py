@@ -19,7 +19,7 @@ from knockoff_env.serve import StateStore, issue_key
 from knockoff_env.worlds.digits import load_digits_victim
 
 BUDGET = 100  # 25 steps of 4 queries, one request each
-PRADA = "prada:delta=0.999,min_distances=10"  # fires within the first steps, before the first kill
+PRADA = "prada:delta=0.999,min_distances=10,every=4,min_per_class=1"  # fires in the first steps, before the first kill
 DIE = {"6": "die", "20": "die"}  # the server charges and keeps these requests' answers, then dies unsent
 
 

@@ -163,3 +163,23 @@ def test_copycat_on_the_digits_world_uses_the_distractor_nodes(tmp_path):
     nodes = {core.query_set.coarse_names[c] for c in core.query_set.coarse_of_label[core.query_set.positions[indices]]}
     assert nodes <= {"letters", "shapes", "textures"} and len(nodes) == 3
     assert ((outputs == 0) | (outputs == 1)).all()
+
+
+def test_the_command_line_runs_the_new_strategies_and_applies_the_copycat_preset(tmp_path, capsys):
+    import json
+
+    from agents.cli import main
+    for name, extra in [("copycat", []), ("activethief-margin", ["--agent-arg", "round_size=20"]),
+                        ("jacobian", ["--agent-arg", "lam=0.2"])]:
+        summary = tmp_path / f"{name}.json"
+        assert main(["attack", "--agent", name, "--budget", "60", "--retrain-epochs", "1", "--quiet", "--device",
+                     "cpu", "--logdir", str(tmp_path / name), "--json", str(summary), *extra]) == 0
+        result = json.loads(summary.read_text())
+        assert result["queries"] == 60 and result["agent"] in ("CopycatCNN", "ActiveThief", "JacobianAgent")
+    outputs = np.load(tmp_path / "copycat" / "transfer_set.npz")["outputs"]
+    assert ((outputs == 0) | (outputs == 1)).all()  # --agent copycat answered with labels
+    assert main(["attack", "--agent", "copycat", "--output", "probs", "--budget", "60", "--quiet"]) == 2
+    assert "needs output='label'" in capsys.readouterr().err
+    from agents.cli import main as cli
+    assert (tmp_path / "jacobian" / "synthetic_images.npz").exists()
+    assert cli(["retrain", str(tmp_path / "jacobian"), "--epochs", "1"]) == 0  # the made images kept

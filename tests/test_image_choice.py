@@ -6,7 +6,7 @@ import torch
 from conftest import LinearNet
 
 from knockoff_env import KnockoffEnv
-from knockoff_env.core.actions import ImageChoice
+from knockoff_env import ImageChoice
 
 
 def small_world(per_label=12, labels=8, dim=9, classes=4, seed=5):

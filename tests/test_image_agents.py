@@ -183,3 +183,22 @@ def test_the_command_line_runs_the_new_strategies_and_applies_the_copycat_preset
     from agents.cli import main as cli
     assert (tmp_path / "jacobian" / "synthetic_images.npz").exists()
     assert cli(["retrain", str(tmp_path / "jacobian"), "--epochs", "1"]) == 0  # the made images kept
+
+
+def test_a_sweep_runs_the_new_strategies_with_their_presets(tmp_path):
+    from agents.sweep.spec import load_spec
+    from agents.sweep.trial import run_trial
+
+    spec = load_spec({"env": "Knockoff-Digits-v0", "env_options": {"budget": 48, "device": "cpu"},
+                      "agent_options": {"round_size": 16, "lam": 0.2},
+                      "axes": {"agent": ["copycat", "activethief-entropy", "jacobian"]},
+                      "run": {"retrain_epochs": 0, "checkpoint_every": 5}})
+    trials = spec.trials()
+    assert [(t.agent, t.agent_options) for t in trials] == [
+        ("copycat", {"round_size": 16, "lam": 0.2}), ("activethief-entropy", {"round_size": 16, "lam": 0.2}),
+        ("jacobian", {"round_size": 16, "lam": 0.2})]  # each agent takes the options it has
+    for trial in trials:
+        result = run_trial(trial, tmp_path / trial.agent)
+        assert result["status"] == "ok" and result["queries"] == 48, result
+    outputs = np.load(tmp_path / "copycat" / "transfer_set.npz")["outputs"]
+    assert ((outputs == 0) | (outputs == 1)).all()  # the copycat preset's labels-only answers

@@ -138,3 +138,42 @@ def test_synthetic_images_are_queried_once_fetched_and_checkpointed(tmp_path):
     other.step(ImageChoice(np.array([96])))
     other.reset(seed=0)  # a new episode forgets what the last one made
     assert other.query_set.size_with_synthetic == 96
+
+
+def test_a_chosen_step_cut_short_gives_the_rest_back():
+    """A journal replaying a step the detector's alarm cut (fewer answers than images): the
+    images not answered return to what is left, and a later label draw can take them."""
+    env = small_env()
+    env.reset(seed=0)
+    query = env.prepare(ImageChoice(np.array([1, 30, 2, 3])))
+    answers = env.victim(query.images)[:2]
+    env.learn(query, answers)
+    assert env.transfer_set.view()[0].tolist() == [1, 30] and env.spent == 2
+    left = set(env.query_set.unqueried().tolist())
+    assert {2, 3} <= left and not {1, 30} & left
+    env.step(ImageChoice(np.array([3, 2])))  # chosen again, as the replayed run would
+    assert env.transfer_set.view()[0].tolist() == [1, 30, 3, 2]
+
+
+def test_prada_watches_chosen_images_in_query_order():
+    """The detector sees the chosen images in the order chosen: its state (the growing set's
+    members, every query's distance) equals that of a fresh detector fed the same stream, and
+    differs from one fed the images in another order."""
+    from knockoff_env.victim.detectors import parse_detector
+
+    env = small_env(budget=48, detector="prada")
+    env.reset(seed=0)
+    order = np.random.default_rng(0).permutation(96)[:48]
+    for start in range(0, 48, 4):
+        env.step(ImageChoice(order[start:start + 4]))
+
+    def fed(indices):
+        detector = parse_detector("prada", env.device)
+        x = env.query_set.images[torch.from_numpy(indices)]
+        detector.observe(x, env.victim(x))
+        return detector.state_dict()
+
+    state, same, other = env.detector.state_dict(), fed(order), fed(order[::-1].copy())
+    assert np.array_equal(state["query_distances"], same["query_distances"])
+    assert torch.equal(state["members"], same["members"])
+    assert not np.array_equal(state["query_distances"], other["query_distances"])

@@ -202,3 +202,11 @@ def test_a_sweep_runs_the_new_strategies_with_their_presets(tmp_path):
         assert result["status"] == "ok" and result["queries"] == 48, result
     outputs = np.load(tmp_path / "copycat" / "transfer_set.npz")["outputs"]
     assert ((outputs == 0) | (outputs == 1)).all()  # the copycat preset's labels-only answers
+
+
+@pytest.mark.parametrize("name", ["activethief-margin", "jacobian"])
+def test_an_image_agent_without_an_online_knockoff_stops_before_any_query(name):
+    env = small_env(train_online=False)
+    with pytest.raises(ValueError, match="online knockoff"):
+        run_attack(env, make_agent(name, env, seed=0), seed=0, progress=False)
+    assert env.victim.queries == 0

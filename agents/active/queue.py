@@ -25,6 +25,9 @@ class QueueAgent(Agent):
         core = self.env.unwrapped
         left = core.budget - core.spent - core.pending
         if len(self.queue) == 0:
+            if not core.train_online:  # checked before the first query: nothing is paid in vain
+                raise ValueError(f"{type(self).__name__} chooses its images with the online knockoff, but this env "
+                                 "trains none (train_online=False, --offline-only); let it train the online knockoff")
             self.queue = np.asarray(self.next_round(left), np.int64)
         n = min(core.queries_per_step, left, len(self.queue))
         step, self.queue = self.queue[:n], self.queue[n:]

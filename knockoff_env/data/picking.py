@@ -33,9 +33,11 @@ class ImagePicking:
     # --- fetching --------------------------------------------------------------------------
     def fetch(self, index: np.ndarray) -> torch.Tensor:
         """The images at ``index`` (pool and synthetic indices alike), in order."""
+        if self.synthetic is None:  # the usual case: one call more than the pool's fetch
+            return self.fetch_pool(index)
         index = np.asarray(index, np.int64)
         n = len(self)
-        if self.synthetic is None or len(index) == 0 or index.max() < n:
+        if len(index) == 0 or index.max() < n:
             return self.fetch_pool(index)
         real = index < n
         if real.all():

@@ -29,7 +29,7 @@ from knockoff_env.checks import is_integer
 from .queue import QueueAgent
 from .selection import POOL_SAMPLE, RULES, FetchedPool, pool_subsample, select
 
-FRACTION = 0.1  # seed set and round size: 10 % of the budget each (ActiveThief's seed set)
+FRACTION = 0.1  # default seed set and round size: 10 % of the budget each (nine scored rounds)
 
 
 class ActiveThief(QueueAgent):

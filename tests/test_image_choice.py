@@ -5,8 +5,7 @@ import pytest
 import torch
 from conftest import LinearNet
 
-from knockoff_env import KnockoffEnv
-from knockoff_env import ImageChoice
+from knockoff_env import ImageChoice, KnockoffEnv
 
 
 def small_world(per_label=12, labels=8, dim=9, classes=4, seed=5):
@@ -103,7 +102,7 @@ def test_a_choice_beyond_the_budget_is_refused_and_the_budget_is_exact():
 
 
 def test_a_failed_victim_call_gives_the_chosen_images_back():
-    (x, y), victim, _ = small_world()
+    _, victim, _ = small_world()
     failing = Failing(victim)
     env = small_env(victim=failing)
     env.reset(seed=0)

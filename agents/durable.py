@@ -45,7 +45,8 @@ from knockoff_env.durability.journal import Journal
 from knockoff_env.durability.run_dir import is_json
 
 JOURNAL, CHECKPOINT, CURVE = "journal.bin", "checkpoint.pt", "accuracy_curve.jsonl"
-AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step", "discount", "xi", "reward_bound", "sigma", "gamma", "share")
+AGENT_OPTIONS = ("alpha", "hierarchical", "baseline_step", "discount", "xi", "reward_bound", "sigma", "gamma", "share",
+                 "rule", "seed_size", "round_size", "pool_sample", "lam", "tau", "exclude")
 REMOTE = "served victim"  # a victim URL in a run's configuration: where it is served is not part of the attack
 
 

@@ -1,6 +1,6 @@
-"""The paper's random strategy: uniform over the query set's images, drawn without replacement.
-
-Equivalently, a label is chosen with probability proportional to the images it has left.
+"""The paper's random strategy: uniform over the query set's images, drawn without replacement
+(equivalently, a label is chosen with probability proportional to the images it has left);
+and CopycatCNN, the random strategy on images from outside the victim's domain, with labels only.
 """
 from __future__ import annotations
 
@@ -19,12 +19,15 @@ class RandomAgent(Agent):
 
     needs_online_knockoff = False  # the paper's random strategy trains the knockoff only offline
     answer_independent = True  # its actions never depend on the victim's answers
+    allowed: np.ndarray | None = None  # labels it may query (flat order); None: all
 
     def act(self, obs, info):
         return action_for(self.env, pick(self.rng, self.label_probabilities()))
 
     def label_probabilities(self, label_ok: np.ndarray | None = None) -> np.ndarray:
         remaining = self.query_set.remaining().astype(np.float64)
+        if self.allowed is not None:
+            remaining = remaining * self.allowed
         if label_ok is not None:
             remaining = remaining * label_ok
         total = remaining.sum()
@@ -37,6 +40,8 @@ class RandomAgent(Agent):
         core = self.env.unwrapped
         rng = copy.deepcopy(self.rng)
         remaining = self.query_set.remaining().copy()
+        if self.allowed is not None:
+            remaining = remaining * self.allowed
         left = core.budget - core.spent - core.pending  # images drawn for a batch not answered yet count
         plan = []
         while len(plan) < steps and left > 0 and remaining.any():
@@ -47,6 +52,39 @@ class RandomAgent(Agent):
             left -= taken
             plan.append(position)
         return plan
+
+
+class CopycatCNN(RandomAgent):
+    """CopycatCNN (Correia-Silva et al., IJCNN 2018): the random strategy over images from
+    outside the victim's problem domain, answered with labels only.
+
+    ``exclude``: the coarse nodes of the hierarchy that hold the victim's own domain (default
+    ``("digits",)``, the digits world's in-domain node; its ``letters``, ``shapes`` and
+    ``textures`` nodes are the non-problem-domain images). The env must answer with labels
+    (``output="label"``: ``make_agent("copycat", ...)``'s env preset, see
+    :data:`agents.registry.ENV_PRESETS`); anything else is a ValueError. The labels are the
+    victim's top-1 as one-hot vectors, and the knockoff is trained on them offline, as
+    CopycatCNN trains its copy on the stolen labels."""
+
+    def __init__(self, env, seed: int | None = None, exclude: tuple[str, ...] | list[str] = ("digits",)):
+        super().__init__(env, seed)
+        core = env.unwrapped
+        if core.victim.output != "label":
+            raise ValueError(f"CopycatCNN steals with labels only, but this env answers with output="
+                             f"{core.victim.output!r}; build it with output=\"label\" (make_agent and "
+                             "`knockoff attack --agent copycat` do)")
+        qs = core.query_set
+        names = [exclude] if isinstance(exclude, str) else list(exclude)
+        unknown = sorted(set(names) - set(qs.coarse_names))
+        if unknown:
+            raise ValueError(f"CopycatCNN exclude={names}: no coarse node {unknown} in this hierarchy "
+                             f"{qs.coarse_names}; name the nodes of the victim's own domain")
+        self.exclude = tuple(names)
+        self.allowed = ~np.isin(np.asarray(qs.coarse_names)[qs.coarse_of_label], names)
+        images = int(qs.pool_sizes[self.allowed].sum())
+        if images < core.budget:
+            raise ValueError(f"CopycatCNN: the query set has {images} images outside {names}, fewer than the "
+                             f"budget of {core.budget}; lower the budget or exclude fewer nodes")
 
 
 def pick(rng: np.random.Generator, p: np.ndarray) -> int:

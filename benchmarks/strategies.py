@@ -1,9 +1,13 @@
 """What choosing costs: each label bandit per 1,000 queries, and each selection rule per pool.
 
 1. **Attacks.** Seconds per 1,000 queries of a whole attack (``run_attack``, no evaluation,
-   no retraining) on the digits world for every label agent, as ratios to the gradient
-   bandit (``adaptive``) and to ``random``. Repetitions are interleaved (every agent once, in
-   a new random order, then again) so that all see the same machine load; the median is reported.
+   no retraining) on the digits world for every strategy (the label agents, ActiveThief's five
+   rules, Jacobian augmentation, CopycatCNN), as ratios to the gradient bandit (``adaptive``)
+   and to ``random``, with the seconds the image agents spend choosing (scoring the pool or
+   synthesizing) per round. Repetitions are interleaved (every agent once, in a new random order,
+   then again) so that all see the same machine load; the median is reported. An ActiveThief
+   round scores the whole pool (``--pool-sample``: a random subsample of that size instead), so
+   its cost per 1,000 queries depends on the budget: rounds are 10 % of the budget.
 2. **Agents alone.** Microseconds per step of ``act`` + ``update`` driven directly (random
    rewards, every label open), and per ``label_probabilities`` call (the policy plots), on
    the digits hierarchy (40 labels in 4 nodes) and on one of D²'s size (2,129 labels in
@@ -15,7 +19,7 @@
    instead of the logits.
 
     python -m benchmarks.strategies [--repeats 3] [--budget 1000] [--steps 2000] [--sizes 1000 10000]
-                                    [--threads 1] [--no-write]
+                                    [--pool-sample N] [--agents NAME …] [--threads 1] [--no-write]
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import knockoff_env  # noqa: F401  (registers the ids)
 from agents import make_agent, run_attack
 from agents.active.deepfool import deepfool_distances
 from agents.active.selection import RULES, select, select_dfal
-from agents.registry import LABEL_AGENTS
+from agents.registry import BUILT, LABEL_AGENTS, env_preset
 from knockoff_env import KnockoffEnv
 
 from .results import machine, table, write_section
@@ -41,19 +45,41 @@ D2_NODES = (1000, 601, 256, 200, 67, 5)
 K = 100
 
 
-def attack_seconds(repeats: int, budget: int) -> dict[str, float]:
-    """Median seconds per 1,000 queries of a digits attack, per agent (repetitions interleaved)."""
-    times: dict[str, list[float]] = {name: [] for name in LABEL_AGENTS}
+def attack_seconds(repeats: int, budget: int, agents, pool_sample: int | None) -> dict[str, tuple[float, float]]:
+    """Per agent, median seconds per 1,000 queries of a digits attack and seconds per round of
+    choosing images (NaN for label agents); repetitions interleaved."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in agents}
     order = np.random.default_rng(0)
     for repeat in range(repeats):
-        for name in map(str, order.permutation(list(LABEL_AGENTS))):  # a new order each time: load drifts
-            env = gym.make("Knockoff-Digits-v0", budget=budget)
-            agent = make_agent(name, env, seed=repeat)
+        for name in map(str, order.permutation(list(agents))):  # a new order each time: load drifts
+            env = gym.make("Knockoff-Digits-v0", budget=budget, **env_preset(name))
+            options = {"pool_sample": pool_sample} if name.startswith("activethief") and pool_sample else {}
+            agent = make_agent(name, env, seed=repeat, **options)
+            choosing = timed_rounds(agent)
             start = time.perf_counter()
             run_attack(env, agent, seed=repeat, progress=False)
-            times[name].append((time.perf_counter() - start) * 1000 / budget)
+            per_round = sum(choosing) / len(choosing) if choosing else float("nan")
+            times[name].append(((time.perf_counter() - start) * 1000 / budget, per_round))
             env.close()
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return {name: tuple(np.median(np.asarray(t), axis=0).tolist()) for name, t in times.items()}
+
+
+def timed_rounds(agent) -> list[float]:
+    """Seconds of each round an image agent chooses (its ``next_round``), appended as it plays."""
+    seconds: list[float] = []
+    inner = getattr(agent, "next_round", None)
+    if inner is None:
+        return seconds
+
+    def next_round(left):
+        start = time.perf_counter()
+        try:
+            return inner(left)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    agent.next_round = next_round
+    return seconds
 
 
 def sized_env(node_sizes) -> KnockoffEnv:
@@ -120,6 +146,9 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=2000, help="agent-only steps per agent and hierarchy")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="pool sizes to score")
+    parser.add_argument("--pool-sample", type=int, help="ActiveThief's pool subsample per round (default: "
+                        "its own, 10,000: the digits world's whole pool)")
+    parser.add_argument("--agents", nargs="+", default=list(BUILT), help="strategies to time (default: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
@@ -130,10 +159,11 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     start, load_start = time.perf_counter(), os.getloadavg()[0]
 
-    attack = attack_seconds(args.repeats, args.budget)
-    rows = [[name, f"{s:.3f}", f"{s / attack['adaptive']:.2f}×", f"{s / attack['random']:.2f}×"]
-            for name, s in attack.items()]
-    part1 = table(["agent", "s / 1,000 queries", "÷ adaptive", "÷ random"], rows)
+    attack = attack_seconds(args.repeats, args.budget, args.agents, args.pool_sample)
+    base = {name: attack[name][0] if name in attack else float("nan") for name in ("adaptive", "random")}
+    rows = [[name, f"{s:.3f}", f"{s / base['adaptive']:.2f}×", f"{s / base['random']:.2f}×",
+             "" if np.isnan(r) else f"{r:.3f}"] for name, (s, r) in attack.items()]
+    part1 = table(["agent", "s / 1,000 queries", "÷ adaptive", "÷ random", "choosing s / round"], rows)
 
     digits, d2 = agent_microseconds((10, 10, 10, 10), args.steps), agent_microseconds(D2_NODES, args.steps)
     rows = [[name, f"{digits[name][0]:.0f}", f"{digits[name][1]:.0f}", f"{d2[name][0]:.0f}", f"{d2[name][1]:.0f}"]
@@ -149,11 +179,16 @@ def main(argv=None) -> None:
     quiet = max(load_start, load_end) < 1.0
     status = "quiet machine" if quiet else f"under load, load average {load_start:.2f} at the start, " \
                                            f"{load_end:.2f} at the end"
+    chosen = "" if args.agents == list(BUILT) else f" --agents {' '.join(args.agents)}"
+    sample = "" if args.pool_sample is None else f" --pool-sample {args.pool_sample}"
     body = (f"`python -m benchmarks.strategies --repeats {args.repeats} --budget {args.budget} --steps {args.steps} "
-            f"--sizes {' '.join(map(str, args.sizes))} --threads {args.threads}` — {machine()}; "
+            f"--sizes {' '.join(map(str, args.sizes))}{sample}{chosen} --threads {args.threads}` — {machine()}; "
             f"device {next(model.parameters()).device}; "
             f"{time.perf_counter() - start:.0f} s ({status}).\n\n"
-            f"Whole attacks on the digits world (budget {args.budget}, median of {args.repeats}):\n\n{part1}\n\n"
+            f"Whole attacks on the digits world (budget {args.budget}, median of {args.repeats}; ActiveThief scores "
+            f"{'the whole pool' if args.pool_sample is None else f'{args.pool_sample:,} pool images'} in each "
+            f"round of {args.budget // 10} queries after a seed set of {args.budget // 10}; Jacobian: "
+            f"{max(1, args.budget // 16)} seeds, then doubling rounds):\n\n{part1}\n\n"
             f"The agents alone ({args.steps} steps each; policy: one `label_probabilities` call):\n\n{part2}\n\n"
             f"Choosing k = {K} images from a pool with the digits knockoff (k-center: 200 queried images as "
             f"centres; dfal-k-center: DFAL keeps {10 * K}):\n\n{part3}\n\n" + "\n".join(notes))

@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import knockoff_env  # noqa: E402,F401
-from agents import make_agent, run_attack  # noqa: E402
+from agents import env_preset, make_agent, run_attack  # noqa: E402
 
 
 def attack(env_id, strategy, seed, budget, every, retrain_epochs):
-    env = gym.make(env_id, budget=budget)
+    env = gym.make(env_id, budget=budget, **env_preset(strategy))  # copycat: labels only
     result = run_attack(env, make_agent(strategy, env, seed=seed), seed=seed, eval_every=every,
                         retrain_epochs=retrain_epochs, progress=False)
     return [acc for _, acc in result["accuracy_curve"]], result["knockoff_accuracy"], result["victim_accuracy"]

@@ -7,6 +7,7 @@ game, with the ``duel`` extra; not imported here), ``worlds`` (registered ids), 
 ``durability``, then small shared utilities (see the README's Layout section).
 """
 from . import fork_safety  # noqa: F401  (registers the at-fork handler)
+from .core.actions import ImageChoice
 from .core.env import KnockoffEnv
 from .core.options import EnvOptions
 from .core.rewards import RewardFunction, certainty, diversity
@@ -23,7 +24,7 @@ from .victim.defences import Defence, parse_defence
 from .victim.detectors import PRADA, Detector, parse_detector
 from .worlds.registry import ENV_IDS, register_worlds
 
-__all__ = ["KnockoffEnv", "EnvOptions", "BlackBox", "VictimOutputError", "QuerySet", "RewardFunction",
+__all__ = ["KnockoffEnv", "ImageChoice", "EnvOptions", "BlackBox", "VictimOutputError", "QuerySet", "RewardFunction",
            "TransferSet", "OnlineKnockoff", "train_offline", "fit_offline", "OfflineFit", "Recipe", "RECIPES",
            "resolve_recipe", "NearChanceWarning", "certainty", "diversity", "soft_cross_entropy", "ENV_IDS",
            "Defence", "parse_defence", "Detector", "PRADA", "parse_detector"]

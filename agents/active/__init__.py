@@ -1,1 +1,2 @@
-"""Choosing which images to query: ActiveThief's selection rules over a pool (:mod:`.selection`)."""
+"""Choosing which images to query (ActiveThief: :mod:`.selection`, :mod:`.activethief`) or making
+them (Jacobian-based augmentation: :mod:`.jacobian`)."""

@@ -11,7 +11,7 @@ from knockoff_env.errors import KnockoffError
 from knockoff_env.victim.remote import RemoteUnavailableError
 
 from .. import AGENTS, agent_options, format_summary, make_agent, run_attack
-from ..registry import SB3_AGENTS
+from ..registry import SB3_AGENTS, env_preset
 from .errors import INTERRUPTED
 from .journaling import (
     CHECKPOINTS,
@@ -137,6 +137,9 @@ def make_env_and_agent(args):
         print(f"training {args.agent} for {args.train_steps} env steps (each episode is a full attack)")
         model = train_sb3(args.agent, env, args.train_steps, seed=args.seed, logdir=args.logdir)
         return env, SB3Agent(model, env, seed=args.seed)
+    for key, value in env_preset(args.agent).items():  # copycat: labels only
+        if options.setdefault(key, value) != value:
+            raise ValueError(f"--agent {args.agent} needs {key}={value!r} (it is its preset), not {options[key]!r}")
     env = gym.make(args.env, **options)
     chosen = dict(getattr(args, "agent_arg", None) or [])
     if args.alpha is not None:

@@ -35,12 +35,12 @@ import yaml
 
 from knockoff_env.errors import ConfigError
 
-from ..registry import LABEL_AGENTS
+from ..registry import BUILT, agent_class
 from ..registry import agent_options as options_of
 
 SPEC_KEYS = ("env", "env_options", "agent", "seed", "agent_options", "axes", "run")
 RUN_KEYS = ("eval_every", "retrain_epochs", "checkpoint_every")
-SWEEP_AGENTS = tuple(LABEL_AGENTS)  # agents with state_dict(): durable, so resumable
+SWEEP_AGENTS = tuple(BUILT)  # agents with state_dict(): durable, so resumable
 AGENT_KEYS = tuple(dict.fromkeys(option for name in SWEEP_AGENTS for option in options_of(name)))
 DEFAULT_RUN = {"eval_every": None, "retrain_epochs": 0, "checkpoint_every": 25}
 
@@ -179,7 +179,7 @@ def _check_options(spec: SweepSpec, where: str) -> None:
     agents = [str(a) for a in spec.axes.get("agent", [spec.agent])]
     bandit = {}  # the parameters of the swept agents' classes, by option name
     for name in agents:
-        bandit.update(inspect.signature(LABEL_AGENTS[name][0]).parameters)
+        bandit.update(inspect.signature(agent_class(name)).parameters)
     try:
         if not _registered(spec.env):
             check_env_id(spec.env)

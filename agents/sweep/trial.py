@@ -141,9 +141,10 @@ def _attack(trial: Trial, directory: Path, threads: int, resume: bool) -> dict:
     import knockoff_env  # noqa: F401  (registers the ids)
 
     from .. import agent_options, make_agent, run_attack
+    from ..registry import env_preset
 
     torch.set_num_threads(max(1, threads))
-    env = gym.make(trial.env, **trial.env_options)
+    env = gym.make(trial.env, **{**env_preset(trial.agent), **trial.env_options})
     takes = agent_options(trial.agent)  # a grid over agents gives each agent the options it has
     agent = make_agent(trial.agent, env, seed=trial.seed,
                        **{k: v for k, v in trial.agent_options.items() if k in takes})

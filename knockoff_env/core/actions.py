@@ -1,5 +1,6 @@
 """The env's actions: the space for each action mode, from an action to the label it queries
-(and the step's draw of its images), and the masks of what can still be queried."""
+(and the step's draw of its images), the masks of what can still be queried, and
+:class:`ImageChoice`, the action that names the step's images itself."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -14,11 +15,48 @@ ACTION_MODES = ("hierarchical", "flat")
 
 
 class Query(NamedTuple):
-    """One step's draw: the label queried, whether the action was redrawn, image indices, images."""
+    """One step's draw: the label queried, whether the action was redrawn, image indices, images,
+    and whether the agent chose the images (an :class:`ImageChoice`; ``position`` is then the
+    first image's label)."""
     position: int
     resolved: bool
     index: np.ndarray
     images: torch.Tensor
+    chosen: bool = False
+
+
+class ImageChoice(NamedTuple):
+    """An action that names the step's images: ``env.step(ImageChoice(indices))`` queries exactly
+    the images at ``indices`` (query-set indices, in that order; synthetic ones included, see
+    :mod:`knockoff_env.data.picking`) instead of drawing images of a label.
+
+    At most ``queries_per_step`` images and no more than the budget left; each must not have
+    been queried this episode. Anything else is a ``ValueError`` and nothing is drawn. The step
+    is then a step like any other: one victim call, the detector fed in this order, the
+    knockoff's SGD step, rewards, the transfer set, the journal (which records the indices, so
+    a resumed run that chooses the same images replays them exactly)."""
+    indices: np.ndarray
+
+
+def choose(choice: ImageChoice, query_set: QuerySet, per_step: int, left: int) -> Query:
+    """The step's draw for an :class:`ImageChoice`: its images taken from what is left."""
+    count = len(np.atleast_1d(np.asarray(choice.indices)))
+    if count > min(per_step, left):
+        raise ValueError(f"{count} images chosen for one step, but a step queries at most queries_per_step="
+                         f"{per_step} images and {left} queries of the budget are left; choose at most "
+                         f"{min(per_step, left)}")
+    index = query_set.take(choice.indices)
+    return Query(query_set.position_of(int(index[0])), False, index, None, True)
+
+
+def give_back(query_set: QuerySet, query: Query, n: int) -> None:
+    """Return the last ``n`` images of ``query`` to what is left (their query was never answered)."""
+    if n <= 0:
+        return
+    if query.chosen:
+        query_set.untake(query.index[len(query.index) - n:])
+    else:
+        query_set.undraw(query.position, n)
 
 
 def action_space(query_set: QuerySet, action_mode: str) -> spaces.Space:

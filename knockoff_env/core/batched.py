@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..victim.blackbox import raise_not_finite
-from .actions import Query
+from .actions import Query, give_back
 from .rewards import COMPONENTS
 
 
@@ -94,7 +94,7 @@ class BatchedSteps:
         self.pending = 0
         for query in reversed(queries):
             if query.images is None:
-                self.query_set.undraw(query.position, len(query.index))
+                give_back(self.query_set, query, len(query.index))
             else:
                 self.cancel(query)
 
@@ -184,5 +184,6 @@ class BatchedSteps:
         coarse = qs.coarse_of_label[positions].tolist()
         labels = qs.label_ids[positions].tolist()
         return [{"queries": spent, "rewards": p, "resolved": q.resolved, "label_position": q.position,
-                 "label": label, "coarse_index": c, "coarse": qs.coarse_names[c], "queries_this_step": len(q.index)}
+                 "label": label, "coarse_index": c, "coarse": qs.coarse_names[c], "queries_this_step": len(q.index),
+                 "chosen": q.chosen}
                 for spent, p, q, label, c in zip(queries_after, parts, queries, labels, coarse)]

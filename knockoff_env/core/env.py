@@ -21,7 +21,7 @@ from ..training.recipes import Recipe, resolve_recipe
 from ..victim.blackbox import BlackBox, raise_not_finite
 from ..victim.detectors import parse_detector
 from ..victim.endpoints import open_victim
-from .actions import ACTION_MODES, Query, action_masks, action_space, resolve_action
+from .actions import ACTION_MODES, ImageChoice, Query, action_masks, action_space, choose, give_back, resolve_action
 from .batched import BatchedSteps
 from .fit import PROBE, check_eval_set, probe_knockoff, probe_victim
 from .offline_phase import OfflinePhase
@@ -53,7 +53,8 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
     in the same coarse node (else anywhere in P_A); ``info["resolved"]`` is then True and
     ``info["label"]`` names the label actually queried. Masks: ``info["action_mask"]``
     (int8, one entry per label in flat order, 0 = exhausted) and :meth:`action_masks` for
-    sb3-contrib's MaskablePPO.
+    sb3-contrib's MaskablePPO. Beside the space, ``ImageChoice(indices)`` names the step's
+    images itself (ActiveThief, Jacobian augmentation; see :class:`~.actions.ImageChoice`).
 
     ## Observation Space
     ``Box(0, 1, (1 + num_coarse + num_labels + 3 + K,), float32)``: fraction of the budget
@@ -326,19 +327,22 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         of a batch that are not learned yet (they count against the budget)."""
         if self._needs_reset:
             raise RuntimeError("the episode is over (or never started); call reset() before step()")
-        position, resolved = resolve_action(action, self.action_space, self.query_set, self.np_random)
-        n = min(self.queries_per_step, self.budget - self.spent - pending)
-        index = self.query_set.draw(position, n)
+        left = self.budget - self.spent - pending
+        if isinstance(action, ImageChoice):  # the agent named the images (see ImageChoice)
+            query = choose(action, self.query_set, self.queries_per_step, left)
+        else:
+            position, resolved = resolve_action(action, self.action_space, self.query_set, self.np_random)
+            query = Query(position, resolved, self.query_set.draw(position, min(self.queries_per_step, left)), None)
         if not fetch:
-            return Query(position, resolved, index, None)
-        images = self.lookahead.take(index) if self.lookahead else None
+            return query
+        images = self.lookahead.take(query.index) if self.lookahead else None
         if images is None:
-            images = self.query_set.fetch(index).to(self.device, non_blocking=True)  # once, for both models
-        return Query(position, resolved, index, images)
+            images = self.query_set.fetch(query.index).to(self.device, non_blocking=True)  # once, for both models
+        return query._replace(images=images)
 
     def cancel(self, query: "Query") -> None:
         """Undo :meth:`prepare` when the victim never answered: the images go back to their pool."""
-        self.query_set.undraw(query.position, len(query.index))
+        give_back(self.query_set, query, len(query.index))
         if self.lookahead:
             self.lookahead.give_back(query.index, query.images)
 
@@ -388,7 +392,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
 
     def _shorten(self, query: "Query", n: int) -> "Query":
         """Keep the first ``n`` images of ``query``; the rest go back to their pool."""
-        self.query_set.undraw(query.position, len(query.index) - n)
+        give_back(self.query_set, query, len(query.index) - n)
         return query._replace(index=query.index[:n], images=query.images[:n])
 
     @property

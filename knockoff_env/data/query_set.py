@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Subset
 from ..checks import is_integer
 from ..errors import ConfigError, WrongTypeError
 from .fetch import ImageFetcher
+from .picking import ImagePicking
 
 Hierarchy = Mapping[str, Sequence[int]]
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
@@ -66,7 +67,7 @@ def as_images_and_labels(data: Any, what: str) -> tuple[torch.Tensor | Dataset, 
                          "give (images tensor, labels) or a Dataset of (image, label)")
 
 
-class QuerySet:
+class QuerySet(ImagePicking):
     """P_A with its hierarchy root → coarse nodes → labels and per-label pools.
 
     Args:
@@ -95,7 +96,7 @@ class QuerySet:
             raise ConfigError(f"label_names={label_names!r} is not a mapping", "give {label id: name} or None")
         self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
         self.images = images
-        self.fetch = ImageFetcher(images, fetch_workers, pin_memory)
+        self.fetch_pool = ImageFetcher(images, fetch_workers, pin_memory)  # fetch(): pool and synthetic images
 
         # position of every image's label in the hierarchy's flat order
         sorter = np.argsort(self.label_ids)
@@ -153,7 +154,7 @@ class QuerySet:
     def gather(self, indices: np.ndarray) -> torch.Tensor | Subset:
         """The images at ``indices``: a tensor (in-memory query sets), or a Subset of the query
         dataset, decoded when read (a training DataLoader's workers do it)."""
-        if isinstance(self.images, torch.Tensor):
+        if isinstance(self.images, torch.Tensor) or (len(indices) and np.max(indices) >= len(self)):
             return self.fetch(indices)
         return Subset(self.images, np.asarray(indices).tolist())
 
@@ -167,6 +168,7 @@ class QuerySet:
         self.cursor = self.pool_starts.copy()
         self.shuffled[:] = False
         self.rng = rng
+        self.clear_synthetic()
 
     def remaining(self) -> np.ndarray:
         """Images left in each label's pool, in the hierarchy's flat order."""
@@ -220,7 +222,7 @@ class QuerySet:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The pools: image order, per-label cursors, which pools are shuffled."""
-        return {"order": self.order, "cursor": self.cursor, "shuffled": self.shuffled}
+        return {"order": self.order, "cursor": self.cursor, "shuffled": self.shuffled, **self.synthetic_state()}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], rng: np.random.Generator) -> None:
         """Restore :meth:`state_dict`; pools that do not fit this query set are refused."""
@@ -234,6 +236,7 @@ class QuerySet:
                              "from an env with another query set?")
         self.order, self.cursor = order.astype(np.int64), cursor.astype(np.int64)
         self.shuffled, self.rng = shuffled.astype(bool), rng
+        self.load_synthetic_state(state)
 
     def position(self, coarse: int, slot: int) -> int:
         """Flat position of label ``slot`` of coarse node ``coarse``; -1 when the slot does not exist."""

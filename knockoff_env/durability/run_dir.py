@@ -3,6 +3,9 @@
 * ``config.json``: ``{"env_id": str, "env_kwargs": {...}, "agent": str, "seed": int, "budget": int}``
 * ``transfer_set.npz``: the transfer set: ``indices`` (int64 query-set indices, in query order) and
   ``outputs`` (float32 victim answers), loaded without unpickling
+* ``synthetic_images.npz``: only when the strategy made its queries (Jacobian augmentation): ``images``
+  (float32) and ``positions`` (the label position each inherited), the images at indices
+  ``len(query_set)`` onwards of the transfer set
 * ``knockoff.pt``: the reported knockoff's state dict (``torch.load(weights_only=True)``)
 * ``summary.json``: the attack's summary
 
@@ -19,6 +22,7 @@ import torch
 
 RUN_KEYS = ("env_id", "env_kwargs", "seed")
 CONFIG, TRANSFER_SET, KNOCKOFF, SUMMARY = "config.json", "transfer_set.npz", "knockoff.pt", "summary.json"
+SYNTHETIC = "synthetic_images.npz"
 
 
 def is_json(value) -> bool:
@@ -55,6 +59,9 @@ def save_run(run_dir: str | Path, env: gym.Env, model: torch.nn.Module, summary:
     """Transfer set (npz), knockoff weights (state dict), config and summary (JSON) into ``run_dir``."""
     run_dir, core = Path(run_dir), env.unwrapped
     core.transfer_set.save(run_dir / TRANSFER_SET)
+    if core.query_set.synthetic is not None:  # the images a strategy made are part of the transfer set
+        np.savez(run_dir / SYNTHETIC, images=core.query_set.synthetic.numpy(),
+                 positions=core.query_set.synthetic_positions)
     torch.save(model.state_dict(), run_dir / KNOCKOFF)
     spec = getattr(env, "spec", None) or getattr(core, "spec", None)
     if spec is not None:
@@ -81,7 +88,11 @@ def load_run(run_dir: str | Path) -> tuple[dict, gym.Env]:
     indices, outputs = read_transfer_set(transfer_path)
     env = gym.make(config["env_id"], **config["env_kwargs"])
     world = env.unwrapped
-    outside = len(indices) > 0 and (indices.min() < 0 or indices.max() >= len(world.query_set))
+    if (Path(run_dir) / SYNTHETIC).exists():
+        with np.load(Path(run_dir) / SYNTHETIC, allow_pickle=False) as made:
+            world.query_set.load_synthetic_state({"synthetic": made["images"], "synthetic_positions": made["positions"],
+                                                  "synthetic_queried": np.ones(len(made["positions"]), bool)})
+    outside = len(indices) > 0 and (indices.min() < 0 or indices.max() >= world.query_set.size_with_synthetic)
     if outputs.shape[1] != world.num_classes or outside or len(indices) > world.budget:
         raise ValueError(f"{transfer_path} does not fit {config['env_id']} with these env_kwargs: "
                          f"{outputs.shape[1]} classes for a {world.num_classes}-class victim, indices "

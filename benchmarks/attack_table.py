@@ -51,11 +51,15 @@ def strategies(path: Path = SPEC) -> list[str]:
     return [str(a) for a in yaml.safe_load(path.read_text())["axes"]["agent"]]
 
 
-def run(raw: dict, out: Path) -> pd.DataFrame:
-    """Run (or resume; a finished sweep is only read) the sweep in this process; its table."""
-    from agents.sweep import run_sweep
+def collect(raw: dict, out: Path, run: bool = True) -> pd.DataFrame:
+    """The sweep's table: run (or resume; a finished sweep is only read) in this process, or with
+    ``run=False`` only tabulate the trials finished so far (the others are ``pending``)."""
+    from agents.sweep import load_spec, run_sweep
+    from agents.sweep.results import write_results
 
-    return run_sweep(raw, out, executor="inline", progress=True)
+    if run:
+        return run_sweep(raw, out, executor="inline", progress=True)
+    return write_results(out, load_spec(raw).trials())
 
 
 def queries_to_reach(queries, accuracies, target: float) -> int | None:
@@ -74,7 +78,8 @@ def cells(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (defence, strategy) of the finished trials: the figures of the table.
 
     ``knockoff``/``knockoff_std``: mean and sample std (ddof=1) over seeds of the retrained
-    knockoff's accuracy; ``agreement``, ``victim_defended``: means; ``to_target``: per seed, the
+    knockoff's accuracy; ``agreement``, ``victim_defended``, ``online`` (the online knockoff's
+    final accuracy): means; ``to_target``: per seed, the
     queries to reach ``TARGET`` × the (undefended) victim's accuracy on the online curve;
     ``alarm``: per seed, PRADA's alarm query (None: no alarm)."""
     ok = results[results["status"] == "ok"].copy()
@@ -87,6 +92,7 @@ def cells(results: pd.DataFrame) -> pd.DataFrame:
                      "knockoff": group["knockoff_accuracy"].mean(),
                      "knockoff_std": group["knockoff_accuracy"].std(ddof=1) if len(group) > 1 else float("nan"),
                      "agreement": group["agreement"].mean(),
+                     "online": group["knockoff_accuracy_online"].astype(float).mean(),
                      "victim": group["victim_accuracy"].mean(),
                      "victim_defended": group["victim_accuracy_defended"].astype(float).mean(),
                      "to_target": reach, "alarm": [_alarm(v) for v in group["detected_at"]]})
@@ -110,9 +116,9 @@ def markdown(table: pd.DataFrame) -> str:
     rows = [[f"**{r.defence}**" if r.agent == table["agent"].iloc[0] else r.defence, r.agent,
              f"{r.knockoff:.3f}" + ("" if math.isnan(r.knockoff_std) else f" ± {r.knockoff_std:.3f}"),
              f"{r.agreement:.3f}", "" if math.isnan(r.victim_defended) else f"{r.victim_defended:.3f}",
-             _per_seed(r.to_target), _per_seed(r.alarm, "none")] for r in table.itertuples()]
+             f"{r.online:.3f}", _per_seed(r.to_target), _per_seed(r.alarm, "none")] for r in table.itertuples()]
     return md_table(["defence", "strategy", "knockoff acc. (retrained)", "agreement", "victim acc. under defence",
-                  f"queries to {TARGET}× victim (per seed)", "PRADA alarm (per seed)"], rows)
+                  "online knockoff acc. (end)", f"queries to {TARGET}× victim (per seed)", "PRADA alarm (per seed)"], rows)
 
 
 def pivot(table: pd.DataFrame, value: str = "knockoff") -> pd.DataFrame:
@@ -153,18 +159,14 @@ def main(argv=None) -> None:
     parser.add_argument("--worlds", default="digits,glyphs", help=f"comma-separated, of {list(WORLDS)} or env ids")
     parser.add_argument("--seeds", type=int, nargs="+", help="replace the spec's seeds")
     parser.add_argument("--out", type=Path, default=OUT, help="sweep folders go to OUT/<world>")
-    parser.add_argument("--no-run", action="store_true", help="only read the sweeps' tables (finished trials)")
+    parser.add_argument("--no-run", action="store_true", help="only tabulate the trials finished so far")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and the figure alone")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # near-chance notes of online knockoffs under strong defences
     start, tables, raws = time.perf_counter(), {}, {}
     for world in args.worlds.split(","):
         raws[world] = raw = spec_for(world, args.seeds)
-        if args.no_run:
-            from agents.sweep import read_results
-            results = read_results(args.out / world)
-        else:
-            results = run(raw, args.out / world)
+        results = collect(raw, args.out / world, run=not args.no_run)
         tables[world] = ordered(cells(results), raw)
     load = os.getloadavg()[0]
     first = next(iter(raws.values()))
@@ -180,7 +182,8 @@ def main(argv=None) -> None:
             "agreement: its top-1 agreement with the undefended victim on the eval set; victim acc. under "
             f"defence: top-1 of the defended answers on the eval set; queries to {TARGET}× victim: the first "
             "point of the online knockoff's eval curve at or above 0.9 × the undefended victim's accuracy "
-            f"(every {first['run']['eval_every']} queries; – never); PRADA: the alarm query at its defaults "
+            f"(every {first['run']['eval_every']} queries; – never), beside that knockoff's accuracy at the end; "
+            "PRADA: the alarm query at its defaults "
             "(δ 0.9, flag mode), none if it stayed silent.\n"]
     for world, table_ in tables.items():
         body += [f"**{world}** (`{raws[world]['env']}`), mean retrained knockoff accuracy:\n",

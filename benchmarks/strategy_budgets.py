@@ -5,7 +5,8 @@ The strategies, the retraining epochs and the worlds are those of ``benchmarks.a
 spec, ``examples/sweeps/attacks_vs_defences.yaml``, holds the one list of strategies). Each world's
 grid is a sweep run in this process, seeds outermost, so that a stopped run leaves whole seeds; the
 sweep folder resumes, so running the command again finishes the rest and a finished grid is only
-read. Cells: mean ± sample std (ddof=1) over the seeds that finished, and the difference from random.
+read. Cells: mean ± sample std (ddof=1) over the seeds that finished, and the difference from random;
+the last column: the smallest budget whose mean reaches 0.9× the victim's accuracy.
 
     python -m benchmarks.strategy_budgets [--worlds digits,glyphs] [--budgets 200 500 1000] [--seeds 5]
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .attack_table import ROOT, SPEC, WORLDS, run, strategies
+from .attack_table import ROOT, SPEC, TARGET, WORLDS, collect, strategies
 from .results import machine, table, write_section
 
 OUT = ROOT / "runs" / "sweeps" / "strategy_budgets"
@@ -40,6 +41,7 @@ def grid(results: pd.DataFrame) -> pd.DataFrame:
     stats = ok.groupby(["agent", "budget"])["knockoff_accuracy"].agg(["mean", "std", "count"]).reset_index()
     random = stats[stats["agent"] == "random"].set_index("budget")["mean"]
     stats["vs_random"] = stats["mean"] - stats["budget"].map(random)
+    stats["victim"] = ok["victim_accuracy"].mean()
     return stats
 
 
@@ -57,8 +59,10 @@ def markdown(stats: pd.DataFrame, agents: list[str], budgets: list[int]) -> str:
             spread = f" ± {c['std']:.3f}" if c["count"] > 1 else ""
             delta = "" if agent == "random" or pd.isna(c["vs_random"]) else f" ({c['vs_random']:+.3f})"
             row.append(f"{c['mean']:.3f}{spread}{delta} [{int(c['count'])}]")
-        rows.append(row)
-    return table(["strategy", *(f"budget {b:,}" for b in budgets)], rows)
+        reached = [b for b in sorted(budgets) if (agent, b) in cells.index
+                   and cells.loc[(agent, b), "mean"] >= TARGET * cells.loc[(agent, b), "victim"]]
+        rows.append([*row, f"{reached[0]:,}" if reached else "–"])
+    return table(["strategy", *(f"budget {b:,}" for b in budgets), f"first budget ≥ {TARGET}× victim"], rows)
 
 
 def main(argv=None) -> None:
@@ -67,18 +71,14 @@ def main(argv=None) -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[200, 500, 1000])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 … SEEDS-1")
     parser.add_argument("--out", type=Path, default=OUT, help="sweep folders go to OUT/<world>")
-    parser.add_argument("--no-run", action="store_true", help="only read the sweeps' tables (finished trials)")
+    parser.add_argument("--no-run", action="store_true", help="only tabulate the trials finished so far")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     start, body = time.perf_counter(), []
     for world in args.worlds.split(","):
         raw = spec_for(world, args.budgets, args.seeds)
-        if args.no_run:
-            from agents.sweep import read_results
-            results = read_results(args.out / world)
-        else:
-            results = run(raw, args.out / world)
+        results = collect(raw, args.out / world, run=not args.no_run)
         body += [f"**{world}** (`{raw['env']}`): retrained knockoff accuracy, mean ± std over seeds "
                  "(difference from random) [seeds]:\n", markdown(grid(results), raw["axes"]["agent"], args.budgets)
                  + "\n"]

@@ -171,12 +171,14 @@ def main(argv=None) -> None:
     load = os.getloadavg()[0]
     first = next(iter(raws.values()))
     seeds, epochs = first["axes"]["seed"], first["run"]["retrain_epochs"]
-    caption = (f"mean over seeds {seeds}, budget {first['env_options']['budget']}, retrained {epochs} epochs; "
+    counts = sorted({int(n) for t in tables.values() for n in t["seeds"]})
+    finished = f"{counts[0]} a cell" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} a cell, unfinished trials left out"
+    caption = (f"mean over the finished of seeds {seeds} ({finished}), budget {first['env_options']['budget']}, retrained {epochs} epochs; "
                f"under load (load average {load:.2f})")
     command = "python -m benchmarks.attack_table" + (f" --worlds {args.worlds}" if args.worlds != "digits,glyphs"
                                                      else "") + (f" --seeds {' '.join(map(str, seeds))}"
                                                                  if args.seeds else "")
-    body = [f"`{command}` — {machine()}; spec `examples/sweeps/attacks_vs_defences.yaml`; {caption}; "
+    body = [f"`{command}` — {machine()}; spec `examples/sweeps/attacks_vs_defences.yaml`, trials one after another with one torch thread each; {caption}; "
             f"{time.perf_counter() - start:.0f} s for this call (finished trials are read, not rerun).\n",
             "Knockoff accuracy: a fresh knockoff retrained on the transfer set (mean ± sample std over seeds); "
             "agreement: its top-1 agreement with the undefended victim on the eval set; victim acc. under "

@@ -86,7 +86,8 @@ def main(argv=None) -> None:
         f" --{k} {v}" for k, v in (("worlds", args.worlds), ("seeds", args.seeds)) if str(v) != {
             "worlds": "digits,glyphs", "seeds": "5"}[k]) + (
         f" --budgets {' '.join(map(str, args.budgets))}" if args.budgets != [200, 500, 1000] else "")
-    text = "\n".join([f"`{command}` — {machine()}; retrained {raw['run']['retrain_epochs']} epochs, no defence; "
+    text = "\n".join([f"`{command}` — {machine()}; trials one after another with one torch thread each; retrained "
+                      f"{raw['run']['retrain_epochs']} epochs, no defence; "
                       f"under load (load average {os.getloadavg()[0]:.2f} at the end); {time.perf_counter() - start:.0f}"
                       " s for this call (finished trials are read, not rerun).\n", *body])
     print(text)

@@ -116,9 +116,11 @@ def markdown(table: pd.DataFrame) -> str:
     rows = [[f"**{r.defence}**" if r.agent == table["agent"].iloc[0] else r.defence, r.agent,
              f"{r.knockoff:.3f}" + ("" if math.isnan(r.knockoff_std) else f" ± {r.knockoff_std:.3f}"),
              f"{r.agreement:.3f}", "" if math.isnan(r.victim_defended) else f"{r.victim_defended:.3f}",
-             f"{r.online:.3f}", _per_seed(r.to_target), _per_seed(r.alarm, "none")] for r in table.itertuples()]
+             f"{r.online:.3f}", _per_seed(r.to_target), _per_seed(r.alarm, "none")]
+            for r in table.itertuples()]
     return md_table(["defence", "strategy", "knockoff acc. (retrained)", "agreement", "victim acc. under defence",
-                  "online knockoff acc. (end)", f"queries to {TARGET}× victim (per seed)", "PRADA alarm (per seed)"], rows)
+                     "online knockoff acc. (end)", f"queries to {TARGET}× victim (per seed)",
+                     "PRADA alarm (per seed)"], rows)
 
 
 def pivot(table: pd.DataFrame, value: str = "knockoff") -> pd.DataFrame:
@@ -154,6 +156,34 @@ def heatmap(tables: dict[str, pd.DataFrame], path: Path, caption: str) -> Path:
     return path
 
 
+def caption(tables: dict[str, pd.DataFrame], raw: dict) -> str:
+    """What the figures are means of, and the machine's load."""
+    counts = sorted({int(n) for t in tables.values() for n in t["seeds"]})
+    finished = f"{counts[0]} a cell" if len(counts) == 1 else \
+        f"{counts[0]}–{counts[-1]} a cell, unfinished trials left out"
+    return (f"mean over the finished of seeds {raw['axes']['seed']} ({finished}), budget "
+            f"{raw['env_options']['budget']}, retrained {raw['run']['retrain_epochs']} epochs; "
+            f"under load (load average {os.getloadavg()[0]:.2f})")
+
+
+def report(tables: dict[str, pd.DataFrame], raws: dict[str, dict], command: str, seconds: float) -> str:
+    """The section of RESULTS.md: how it was made, what the columns mean, the tables."""
+    first = next(iter(raws.values()))
+    body = [f"`{command}` — {machine()}; spec `examples/sweeps/attacks_vs_defences.yaml`, trials one after "
+            f"another with one torch thread each; {caption(tables, first)}; {seconds:.0f} s for this call "
+            "(finished trials are read, not rerun).\n",
+            "Knockoff accuracy: a fresh knockoff retrained on the transfer set (mean ± sample std over seeds); "
+            "agreement: its top-1 agreement with the undefended victim on the eval set; victim acc. under "
+            f"defence: top-1 of the defended answers on the eval set; queries to {TARGET}× victim: the first "
+            "point of the online knockoff's eval curve at or above 0.9 × the undefended victim's accuracy "
+            f"(every {first['run']['eval_every']} queries; – never), beside that knockoff's accuracy at the end; "
+            "PRADA: the alarm query at its defaults (δ 0.9, flag mode), none if it stayed silent.\n"]
+    for world, table_ in tables.items():
+        body += [f"**{world}** (`{raws[world]['env']}`), mean retrained knockoff accuracy:\n",
+                 pivot_markdown(table_) + "\n", f"**{world}**, every figure:\n", markdown(table_) + "\n"]
+    return "\n".join(body)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", default="digits,glyphs", help=f"comma-separated, of {list(WORLDS)} or env ids")
@@ -166,34 +196,13 @@ def main(argv=None) -> None:
     start, tables, raws = time.perf_counter(), {}, {}
     for world in args.worlds.split(","):
         raws[world] = raw = spec_for(world, args.seeds)
-        results = collect(raw, args.out / world, run=not args.no_run)
-        tables[world] = ordered(cells(results), raw)
-    load = os.getloadavg()[0]
-    first = next(iter(raws.values()))
-    seeds, epochs = first["axes"]["seed"], first["run"]["retrain_epochs"]
-    counts = sorted({int(n) for t in tables.values() for n in t["seeds"]})
-    finished = f"{counts[0]} a cell" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} a cell, unfinished trials left out"
-    caption = (f"mean over the finished of seeds {seeds} ({finished}), budget {first['env_options']['budget']}, retrained {epochs} epochs; "
-               f"under load (load average {load:.2f})")
-    command = "python -m benchmarks.attack_table" + (f" --worlds {args.worlds}" if args.worlds != "digits,glyphs"
-                                                     else "") + (f" --seeds {' '.join(map(str, seeds))}"
-                                                                 if args.seeds else "")
-    body = [f"`{command}` — {machine()}; spec `examples/sweeps/attacks_vs_defences.yaml`, trials one after another with one torch thread each; {caption}; "
-            f"{time.perf_counter() - start:.0f} s for this call (finished trials are read, not rerun).\n",
-            "Knockoff accuracy: a fresh knockoff retrained on the transfer set (mean ± sample std over seeds); "
-            "agreement: its top-1 agreement with the undefended victim on the eval set; victim acc. under "
-            f"defence: top-1 of the defended answers on the eval set; queries to {TARGET}× victim: the first "
-            "point of the online knockoff's eval curve at or above 0.9 × the undefended victim's accuracy "
-            f"(every {first['run']['eval_every']} queries; – never), beside that knockoff's accuracy at the end; "
-            "PRADA: the alarm query at its defaults "
-            "(δ 0.9, flag mode), none if it stayed silent.\n"]
-    for world, table_ in tables.items():
-        body += [f"**{world}** (`{raws[world]['env']}`), mean retrained knockoff accuracy:\n",
-                 pivot_markdown(table_) + "\n", f"**{world}**, every figure:\n", markdown(table_) + "\n"]
-    text = "\n".join(body)
+        tables[world] = ordered(cells(collect(raw, args.out / world, run=not args.no_run)), raw)
+    command = " ".join(["python -m benchmarks.attack_table", *(["--worlds", args.worlds] if args.worlds !=
+                        "digits,glyphs" else []), *(["--seeds", *map(str, args.seeds)] if args.seeds else [])])
+    text = report(tables, raws, command, time.perf_counter() - start)
     print(text)
     if not args.no_write:
-        print("figure:", heatmap(tables, FIGURE, caption))
+        print("figure:", heatmap(tables, FIGURE, caption(tables, next(iter(raws.values())))))
         write_section("attack_table", text)
 
 

@@ -82,14 +82,14 @@ def main(argv=None) -> None:
         body += [f"**{world}** (`{raw['env']}`): retrained knockoff accuracy, mean ± std over seeds "
                  "(difference from random) [seeds]:\n", markdown(grid(results), raw["axes"]["agent"], args.budgets)
                  + "\n"]
-    command = "python -m benchmarks.strategy_budgets" + "".join(
-        f" --{k} {v}" for k, v in (("worlds", args.worlds), ("seeds", args.seeds)) if str(v) != {
-            "worlds": "digits,glyphs", "seeds": "5"}[k]) + (
-        f" --budgets {' '.join(map(str, args.budgets))}" if args.budgets != [200, 500, 1000] else "")
-    text = "\n".join([f"`{command}` — {machine()}; trials one after another with one torch thread each; retrained "
-                      f"{raw['run']['retrain_epochs']} epochs, no defence; "
-                      f"under load (load average {os.getloadavg()[0]:.2f} at the end); {time.perf_counter() - start:.0f}"
-                      " s for this call (finished trials are read, not rerun).\n", *body])
+    command = " ".join(["python -m benchmarks.strategy_budgets",
+                        *(["--worlds", args.worlds] if args.worlds != "digits,glyphs" else []),
+                        *(["--seeds", str(args.seeds)] if args.seeds != 5 else []),
+                        *(["--budgets", *map(str, args.budgets)] if args.budgets != [200, 500, 1000] else [])])
+    text = "\n".join([f"`{command}` — {machine()}; trials one after another with one torch thread each; "
+                      f"retrained {raw['run']['retrain_epochs']} epochs, no defence; under load (load average "
+                      f"{os.getloadavg()[0]:.2f} at the end); {time.perf_counter() - start:.0f} s for this call "
+                      "(finished trials are read, not rerun).\n", *body])
     print(text)
     if not args.no_write:
         write_section("strategy_budgets", text)

@@ -78,8 +78,8 @@ def cells(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (defence, strategy) of the finished trials: the figures of the table.
 
     ``knockoff``/``knockoff_std``: mean and sample std (ddof=1) over seeds of the retrained
-    knockoff's accuracy; ``agreement``, ``victim_defended``, ``online`` (the online knockoff's
-    final accuracy): means; ``to_target``: per seed, the
+    knockoff's accuracy; ``near_chance``: how many of those fits were near chance; ``agreement``,
+    ``victim_defended``, ``online`` (the online knockoff's final accuracy): means; ``to_target``: per seed, the
     queries to reach ``TARGET`` × the (undefended) victim's accuracy on the online curve;
     ``alarm``: per seed, PRADA's alarm query (None: no alarm)."""
     ok = results[results["status"] == "ok"].copy()
@@ -93,6 +93,7 @@ def cells(results: pd.DataFrame) -> pd.DataFrame:
                      "knockoff_std": group["knockoff_accuracy"].std(ddof=1) if len(group) > 1 else float("nan"),
                      "agreement": group["agreement"].mean(),
                      "online": group["knockoff_accuracy_online"].astype(float).mean(),
+                     "near_chance": int(group["near_chance"].fillna(False).astype(bool).sum()),
                      "victim": group["victim_accuracy"].mean(),
                      "victim_defended": group["victim_accuracy_defended"].astype(float).mean(),
                      "to_target": reach, "alarm": [_alarm(v) for v in group["detected_at"]]})
@@ -115,10 +116,11 @@ def markdown(table: pd.DataFrame) -> str:
     """The long table: one row per (defence, strategy)."""
     rows = [[f"**{r.defence}**" if r.agent == table["agent"].iloc[0] else r.defence, r.agent,
              f"{r.knockoff:.3f}" + ("" if math.isnan(r.knockoff_std) else f" ± {r.knockoff_std:.3f}"),
+             f"{r.near_chance}/{r.seeds}",
              f"{r.agreement:.3f}", "" if math.isnan(r.victim_defended) else f"{r.victim_defended:.3f}",
              f"{r.online:.3f}", _per_seed(r.to_target), _per_seed(r.alarm, "none")]
             for r in table.itertuples()]
-    return md_table(["defence", "strategy", "knockoff acc. (retrained)", "agreement", "victim acc. under defence",
+    return md_table(["defence", "strategy", "knockoff acc. (retrained)", "near-chance fits", "agreement", "victim acc. under defence",
                      "online knockoff acc. (end)", f"queries to {TARGET}× victim (per seed)",
                      "PRADA alarm (per seed)"], rows)
 
@@ -173,6 +175,8 @@ def report(tables: dict[str, pd.DataFrame], raws: dict[str, dict], command: str,
             f"another with one torch thread each; {caption(tables, first)}; {seconds:.0f} s for this call "
             "(finished trials are read, not rerun).\n",
             "Knockoff accuracy: a fresh knockoff retrained on the transfer set (mean ± sample std over seeds); "
+            "near-chance fits: the seeds whose retrained knockoff the attacker's own held-out check calls near "
+            "chance (`near_chance`); "
             "agreement: its top-1 agreement with the undefended victim on the eval set; victim acc. under "
             f"defence: top-1 of the defended answers on the eval set; queries to {TARGET}× victim: the first "
             "point of the online knockoff's eval curve at or above 0.9 × the undefended victim's accuracy "

@@ -51,7 +51,7 @@ def tiny(tmp_path_factory):
 def test_cells_carry_each_trials_figures_into_its_defence_and_strategy(tiny):
     raw, results = tiny
     assert (results["status"] == "ok").all() and len(results) == 4
-    assert {"victim_accuracy_defended", "defence_l1", "detected_at"} <= set(results.columns)
+    assert {"victim_accuracy_defended", "defence_l1", "detected_at", "near_chance"} <= set(results.columns)
     table = attack_table.ordered(attack_table.cells(results), raw)
     assert list(zip(table["defence"], table["agent"])) == [("none", "random"), ("none", "ucb"),
                                                           ("label", "random"), ("label", "ucb")]
@@ -60,7 +60,7 @@ def test_cells_carry_each_trials_figures_into_its_defence_and_strategy(tiny):
                         & (results["defence"].fillna("none") == row.defence)].iloc[0]
         assert row.knockoff == trial["knockoff_accuracy"] and row.agreement == trial["agreement"]
         assert row.victim_defended == trial["victim_accuracy_defended"]
-        assert row.seeds == 1 and math.isnan(row.knockoff_std)
+        assert row.seeds == 1 and math.isnan(row.knockoff_std) and row.near_chance == int(trial["near_chance"])
         assert row.alarm == [None]  # 24 queries: PRADA has too few distances to test
         target = attack_table.TARGET * trial["victim_accuracy"]
         reached = [q for q, a in zip(trial["curve_queries"], trial["curve_accuracy"]) if a >= target]

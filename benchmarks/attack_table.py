@@ -140,7 +140,7 @@ def pivot_markdown(table: pd.DataFrame) -> str:
 
 def heatmap(tables: dict[str, pd.DataFrame], path: Path, caption: str) -> Path:
     """One panel per world: strategies (columns) × defences (rows), cells = mean knockoff accuracy."""
-    figure = Figure(figsize=(6.2 * len(tables), 5.6))
+    figure = Figure(figsize=(6.2 * len(tables) + 1, 5.6), layout="constrained")
     axes = figure.subplots(1, len(tables), squeeze=False)[0]
     for ax, (world, table_) in zip(axes, tables.items()):
         grid = pivot(table_)
@@ -151,7 +151,7 @@ def heatmap(tables: dict[str, pd.DataFrame], path: Path, caption: str) -> Path:
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
         victim = table_["victim"].mean()
         ax.set_title(f"{world} (victim {victim:.3f})")
-        figure.colorbar(image, ax=ax, fraction=0.046, label="knockoff accuracy (retrained)")
+    figure.colorbar(image, ax=list(axes), fraction=0.03, label="knockoff accuracy (retrained)")
     figure.suptitle(caption, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
@@ -165,7 +165,7 @@ def caption(tables: dict[str, pd.DataFrame], raw: dict) -> str:
         f"{counts[0]}–{counts[-1]} a cell, unfinished trials left out"
     return (f"mean over the finished of seeds {raw['axes']['seed']} ({finished}), budget "
             f"{raw['env_options']['budget']}, retrained {raw['run']['retrain_epochs']} epochs; "
-            f"under load (load average {os.getloadavg()[0]:.2f})")
+            f"under load (load average {os.getloadavg()[0]:.2f} when tabulated)")
 
 
 def report(tables: dict[str, pd.DataFrame], raws: dict[str, dict], command: str, seconds: float) -> str:

@@ -168,12 +168,15 @@ def caption(tables: dict[str, pd.DataFrame], raw: dict) -> str:
             f"under load (load average {os.getloadavg()[0]:.2f} when tabulated)")
 
 
-def report(tables: dict[str, pd.DataFrame], raws: dict[str, dict], command: str, seconds: float) -> str:
-    """The section of RESULTS.md: how it was made, what the columns mean, the tables."""
+def report(tables: dict[str, pd.DataFrame], raws: dict[str, dict], command: str, seconds: float,
+           spent: dict[str, tuple[int, float]]) -> str:
+    """The section of RESULTS.md: how it was made, what the columns mean, the tables. ``spent``:
+    per world, the finished trials and their seconds (all starts), which shows the load they ran under."""
     first = next(iter(raws.values()))
+    trials = "; ".join(f"{world}: {n} trials, {s / n:.1f} s each on average" for world, (n, s) in spent.items() if n)
     body = [f"`{command}` — {machine()}; spec `examples/sweeps/attacks_vs_defences.yaml`, trials one after "
-            f"another with one torch thread each; {caption(tables, first)}; {seconds:.0f} s for this call "
-            "(finished trials are read, not rerun).\n",
+            f"another with one torch thread each; {caption(tables, first)}; {trials}; {seconds:.0f} s for this "
+            "call (finished trials are read, not rerun).\n",
             "Knockoff accuracy: a fresh knockoff retrained on the transfer set (mean ± sample std over seeds); "
             "near-chance fits: the seeds whose retrained knockoff the attacker's own held-out check calls near "
             "chance (`near_chance`); "
@@ -197,13 +200,15 @@ def main(argv=None) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and the figure alone")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # near-chance notes of online knockoffs under strong defences
-    start, tables, raws = time.perf_counter(), {}, {}
+    start, tables, raws, spent = time.perf_counter(), {}, {}, {}
     for world in args.worlds.split(","):
         raws[world] = raw = spec_for(world, args.seeds)
-        tables[world] = ordered(cells(collect(raw, args.out / world, run=not args.no_run)), raw)
+        results = collect(raw, args.out / world, run=not args.no_run)
+        tables[world] = ordered(cells(results), raw)
+        spent[world] = (int((results["status"] == "ok").sum()), float(results["seconds"].fillna(0).sum()))
     command = " ".join(["python -m benchmarks.attack_table", *(["--worlds", args.worlds] if args.worlds !=
                         "digits,glyphs" else []), *(["--seeds", *map(str, args.seeds)] if args.seeds else [])])
-    text = report(tables, raws, command, time.perf_counter() - start)
+    text = report(tables, raws, command, time.perf_counter() - start, spent)
     print(text)
     if not args.no_write:
         print("figure:", heatmap(tables, FIGURE, caption(tables, next(iter(raws.values())))))

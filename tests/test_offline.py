@@ -254,3 +254,18 @@ def test_cli_recipe_option_and_the_near_chance_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "recipe scratch, 3 epochs: held-out agreement" in out
     assert json.loads((tmp_path / "retrain.json").read_text())["epochs"] == 3
+
+
+def test_a_fit_depends_on_its_seed_not_on_the_global_generators():
+    from knockoff_env.worlds.digits import make_digits_env
+
+    env = make_digits_env(budget=80, device="cpu")
+    env.reset(seed=0)
+    while not env.step(env.action_space.sample())[2]:
+        pass
+    weights = []
+    for global_seed, seed in ((1, 0), (2, 0), (1, 1)):
+        torch.manual_seed(global_seed)
+        model = env.fit(epochs=1, seed=seed, warn=False).model
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])

@@ -16,7 +16,10 @@ to storage the driver cannot see. Columns, in order:
   ``victim_queries``, ``seconds`` (all its starts together, killed ones included),
   ``attack_seconds`` (the attack phase of its last start), ``seen_classes``,
   ``unseen_classes``, ``seen_class_accuracy``, ``unseen_class_accuracy`` (supplement D.2),
-  ``retrained``, ``resumed``;
+  ``retrained``, ``resumed``; with a defence, ``victim_accuracy_defended`` (top-1 of the defended
+  answers on the eval set) and ``defence_l1``; with a detector, ``detected_at`` (the query that
+  raised its alarm; empty when none did); ``near_chance`` (the reported knockoff's held-out agreement
+  is near a constant guess's: a fit that failed);
 * the online knockoff's accuracy-vs-queries curve as two aligned lists, ``curve_queries``
   and ``curve_accuracy``: list columns in Parquet, JSON arrays in the CSV.
 """
@@ -32,7 +35,8 @@ from .trial import STARTS, read_result, trial_dir
 
 SUMMARY = ("victim_accuracy", "knockoff_accuracy", "knockoff_accuracy_online", "times_victim", "agreement",
            "queries", "victim_queries", "seconds", "attack_seconds", "seen_classes", "unseen_classes",
-           "seen_class_accuracy", "unseen_class_accuracy", "retrained", "resumed")
+           "seen_class_accuracy", "unseen_class_accuracy", "retrained", "resumed", "victim_accuracy_defended",
+           "defence_l1", "detected_at", "near_chance")
 CURVE = ("curve_queries", "curve_accuracy")
 
 

@@ -30,10 +30,13 @@ class OfflinePhase:
         """Phase (b): train a fresh knockoff on the transfer set with the env's recipe (or ``recipe``),
         ``epochs`` (default: the recipe's) and any other recipe field overridden by keyword;
         ``holdout`` of the queries judge every epoch and the best epoch is kept (see
-        :mod:`~knockoff_env.training.offline`)."""
+        :mod:`~knockoff_env.training.offline`). ``seed`` sets the fresh knockoff's initial weights,
+        the held-out split and the batches' order: the same transfer set and seed give the same fit."""
         if len(self.transfer_set) == 0:
             raise RuntimeError("the transfer set is empty; play an episode before retraining")
-        model = build_model(self._knockoff_source)
+        with torch.random.fork_rng(devices=[]):  # the fresh knockoff's weights follow ``seed``, not the caller's RNG
+            torch.manual_seed(seed)
+            model = build_model(self._knockoff_source)
         if isinstance(self._knockoff_source, nn.Module):
             model.load_state_dict(self.knockoff.initial_state)
         if epochs is not None:

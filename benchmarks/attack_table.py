@@ -195,14 +195,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", default="digits,glyphs", help=f"comma-separated, of {list(WORLDS)} or env ids")
     parser.add_argument("--seeds", type=int, nargs="+", help="replace the spec's seeds")
+    parser.add_argument("--spec", type=Path, default=SPEC, help="the grid (default: the shipped spec)")
     parser.add_argument("--out", type=Path, default=OUT, help="sweep folders go to OUT/<world>")
+    parser.add_argument("--figure", type=Path, default=FIGURE, help="where the heat map goes")
     parser.add_argument("--no-run", action="store_true", help="only tabulate the trials finished so far")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and the figure alone")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # near-chance notes of online knockoffs under strong defences
     start, tables, raws, spent = time.perf_counter(), {}, {}, {}
     for world in args.worlds.split(","):
-        raws[world] = raw = spec_for(world, args.seeds)
+        raws[world] = raw = spec_for(world, args.seeds, args.spec)
         results = collect(raw, args.out / world, run=not args.no_run)
         tables[world] = ordered(cells(results), raw)
         spent[world] = (int((results["status"] == "ok").sum()), float(results["seconds"].fillna(0).sum()))
@@ -211,7 +213,7 @@ def main(argv=None) -> None:
     text = report(tables, raws, command, time.perf_counter() - start, spent)
     print(text)
     if not args.no_write:
-        print("figure:", heatmap(tables, FIGURE, caption(tables, next(iter(raws.values())))))
+        print("figure:", heatmap(tables, args.figure, caption(tables, next(iter(raws.values())))))
         write_section("attack_table", text)
 
 

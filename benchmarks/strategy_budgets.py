@@ -70,6 +70,8 @@ def main(argv=None) -> None:
     parser.add_argument("--worlds", default="digits,glyphs", help=f"comma-separated, of {list(WORLDS)} or env ids")
     parser.add_argument("--budgets", type=int, nargs="+", default=[200, 500, 1000])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 … SEEDS-1")
+    parser.add_argument("--spec", type=Path, default=SPEC, help="the attack table's spec, whose strategies and run "
+                        "options the grid takes (default: the shipped one)")
     parser.add_argument("--out", type=Path, default=OUT, help="sweep folders go to OUT/<world>")
     parser.add_argument("--no-run", action="store_true", help="only tabulate the trials finished so far")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
@@ -77,7 +79,7 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")
     start, body = time.perf_counter(), []
     for world in args.worlds.split(","):
-        raw = spec_for(world, args.budgets, args.seeds)
+        raw = spec_for(world, args.budgets, args.seeds, args.spec)
         results = collect(raw, args.out / world, run=not args.no_run)
         body += [f"**{world}** (`{raw['env']}`): retrained knockoff accuracy, mean ± std over seeds "
                  "(difference from random) [seeds]:\n", markdown(grid(results), raw["axes"]["agent"], args.budgets)

@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 attack: $(VENV)/.installed
 	$(VENV)/bin/knockoff attack --env Knockoff-Digits-v0 --agent adaptive --seed 0 --eval-every 100
 
-test: $(VENV)/.installed
-	$(PY) -m pytest -q
+test: $(VENV)/.installed   # two test processes, each test file in one of them (pytest-xdist)
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 docs: $(VENV)/.installed   # the documentation site, into site/ (`.venv/bin/mkdocs serve` to read it live)
 	$(VENV)/bin/mkdocs build --strict

@@ -93,10 +93,10 @@ def test_threaded_fetch_from_a_dataset_matches_the_tensor_query_set(make_env):
             env.step(a)
         runs.append(env.transfer_set.view())
         # pinned memory is honoured only where it helps (a CUDA machine); elsewhere it is dropped, said here
-        assert env.query_set.fetch.pin_memory == torch.cuda.is_available()
+        assert env.query_set.fetch_pool.pin_memory == torch.cuda.is_available()
         if torch.cuda.is_available():
             assert env.query_set.fetch(np.arange(4)).is_pinned()
-        env.query_set.fetch.close()
+        env.query_set.fetch_pool.close()
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-6)
     with pytest.raises(ValueError, match="fetch_workers"):

@@ -128,10 +128,8 @@ def test_trials_spread_over_two_nodes_and_a_killed_worker_node_loses_none(cluste
         time.sleep(0.05)
     assert proc.poll() is None, proc.stdout.read()
     busy = busy_on_worker()
-    raylet = next(pid for pid, cmd in ray_processes(worker) if "raylet/raylet" in cmd)
-    os.kill(raylet, signal.SIGKILL)  # the worker node dies mid-trial
-    time.sleep(3)  # its workers notice and exit; a trial that wrote its result in between was not cut short
-    victims = [t for t in busy if not (t / RESULT).exists()]
+    stop_nodes(worker)  # the worker node dies mid-trial: its raylet and every worker process, at once
+    victims = [t for t in busy if not (t / RESULT).exists()]  # less any that wrote its result just before
     assert victims, "every trial busy on the worker finished as its node was killed: nothing was cut short"
     output, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, output

@@ -5,23 +5,13 @@ import pytest
 import torch
 from glyph_world import glyph_data, glyph_victim
 from prada_oracle import OraclePRADA
+from test_detectors import feed, one_hot
 
 from knockoff_env import BlackBox
 from knockoff_env.training.jacobian import JacobianAugmentation
 from knockoff_env.victim.detectors import PRADA
 from knockoff_env.victim.detectors.prada import DEFAULT_DELTA
 from knockoff_env.worlds.digits import DigitsNet, digits_split, load_digits_victim
-
-
-def one_hot(classes, k=3):
-    return torch.nn.functional.one_hot(torch.as_tensor(classes), k).float()
-
-
-def feed(detector, images, answers, batch=4):
-    for i in range(0, len(images), batch):
-        if detector.observe(images[i:i + batch], answers[i:i + batch]) is not None:
-            return detector.alarm_at
-    return None
 
 
 class Tracing(PRADA):

@@ -88,3 +88,13 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"/proc/{pid}/status has no VmHWM line")
+
+
+def issue_keys(state: Path, rights: dict[str, bool]) -> dict[str, str]:
+    """One API key per client name in the state folder ``state``; ``rights[name]``: may it evaluate."""
+    from knockoff_env.serve import StateStore, issue_key
+
+    store = StateStore(state)
+    keys = {name: issue_key(store, name, eval=evaluates) for name, evaluates in rights.items()}
+    store.close()
+    return keys

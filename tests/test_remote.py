@@ -17,14 +17,14 @@ import pytest
 import torch
 from conftest import LinearNet, tiny_world
 from miniature import cifar_without_checksums, data_root  # noqa: F401
-from served import start_server, wait_until
+from served import issue_keys, start_server, wait_until
 from test_durability_kill import journal_steps, kill_at
 
 import knockoff_env  # noqa: F401
 from agents import GradientBandit, run_attack
 from knockoff_env import BlackBox, KnockoffEnv
 from knockoff_env.durability.journal import TEAR_ENV, Journal
-from knockoff_env.serve import StateStore, VictimService, create_app, issue_key, listening_socket
+from knockoff_env.serve import VictimService, create_app, issue_key, listening_socket
 from knockoff_env.serve import server as uvicorn_server
 from knockoff_env.victim.detectors import Detector
 from knockoff_env.victim.remote import RemoteEvaluationError, RemoteUnavailableError, RemoteVictim, RemoteVictimError
@@ -50,10 +50,7 @@ ANONYMOUS = "anonymous@127.0.0.1"  # a client of a server without keys
 def client_keys(tmp_path_factory) -> tuple[Path, dict]:
     """A state folder with one API key per client of the tests."""
     state = tmp_path_factory.mktemp("state")
-    store = StateStore(state)
-    keys = {name: issue_key(store, name, eval=evaluates) for name, evaluates in CLIENTS.items()}
-    store.close()
-    return state, keys
+    return state, issue_keys(state, CLIENTS)
 
 
 @pytest.fixture(scope="module")

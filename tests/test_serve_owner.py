@@ -11,10 +11,9 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from served import peak_rss_mib, start_server, wait_until
+from served import issue_keys, peak_rss_mib, start_server, wait_until
 
 from agents.cli import main
-from knockoff_env.serve import StateStore, issue_key
 from knockoff_env.victim.remote import RemoteEvaluationError, RemoteUnavailableError, RemoteVictim
 from knockoff_env.victim.wire import decode, encode
 from knockoff_env.worlds.digits import load_digits_victim
@@ -30,10 +29,7 @@ PRADA = "prada:delta=0.999,min_distances=10"  # fires on ~a dozen random images:
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
     folder = tmp_path_factory.mktemp("state")
-    store = StateStore(folder)
-    keys = {name: issue_key(store, name, eval=evaluates) for name, evaluates in RIGHTS.items()}
-    store.close()
-    return folder, keys
+    return folder, issue_keys(folder, RIGHTS)
 
 
 @pytest.fixture(scope="module")

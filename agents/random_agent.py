@@ -58,15 +58,16 @@ class CopycatCNN(RandomAgent):
     """CopycatCNN (Correia-Silva et al., IJCNN 2018): the random strategy over images from
     outside the victim's problem domain, answered with labels only.
 
-    ``exclude``: the coarse nodes of the hierarchy that hold the victim's own domain (default
-    ``("digits",)``, the digits world's in-domain node; its ``letters``, ``shapes`` and
-    ``textures`` nodes are the non-problem-domain images). The env must answer with labels
+    ``exclude``: the coarse nodes of the hierarchy that hold the victim's own domain (default:
+    the env's ``victim_domain``, which its world declares: ``digits`` in the digits world, whose
+    ``letters``, ``shapes`` and ``textures`` nodes are the non-problem-domain images; none in a
+    paper world, whose whole query set is outside the victim's domain). The env must answer with labels
     (``output="label"``: ``make_agent("copycat", ...)``'s env preset, see
     :data:`agents.registry.ENV_PRESETS`); anything else is a ValueError. The labels are the
     victim's top-1 as one-hot vectors, and the knockoff is trained on them offline, as
     CopycatCNN trains its copy on the stolen labels."""
 
-    def __init__(self, env, seed: int | None = None, exclude: tuple[str, ...] | list[str] = ("digits",)):
+    def __init__(self, env, seed: int | None = None, exclude: tuple[str, ...] | list[str] | str | None = None):
         super().__init__(env, seed)
         core = env.unwrapped
         if core.victim.output != "label":
@@ -74,6 +75,7 @@ class CopycatCNN(RandomAgent):
                              f"{core.victim.output!r}; build it with output=\"label\" (make_agent and "
                              "`knockoff attack --agent copycat` do)")
         qs = core.query_set
+        exclude = core.victim_domain if exclude is None else exclude
         names = [exclude] if isinstance(exclude, str) else list(exclude)
         unknown = sorted(set(names) - set(qs.coarse_names))
         if unknown:

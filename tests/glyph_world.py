@@ -116,5 +116,6 @@ def make_glyph_env(budget: int = 600, **kwargs) -> KnockoffEnv:
     kwargs.setdefault("device", "cpu")
     kwargs.setdefault("knockoff", GlyphNet)
     kwargs.setdefault("eval_set", glyph_data()["test"])
+    kwargs.setdefault("victim_domain", ("glyphs",))
     return KnockoffEnv(victim=victim, query_set=(torch.cat([x, dx]), torch.cat([y, dy])),
                        hierarchy={"glyphs": list(range(CLASSES)), "distractors": [6, 7]}, budget=budget, **kwargs)

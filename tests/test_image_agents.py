@@ -146,7 +146,12 @@ def test_copycat_queries_only_out_of_domain_images_and_gets_only_labels():
     with pytest.raises(ValueError, match="labels only"):
         make_agent("copycat", small_env(), seed=0, exclude=("home",))
     with pytest.raises(ValueError, match="no coarse node"):
-        make_agent("copycat", small_env(output="label"), seed=0)  # its default names the digits world's node
+        make_agent("copycat", small_env(output="label"), seed=0, exclude="digits")
+    declared = small_env(budget=40, output="label", victim_domain="home")  # the world names its domain
+    run_attack(declared, make_agent("copycat", declared, seed=0), seed=0, progress=False, retrain_epochs=1)
+    assert np.array_equal(transfer(declared)[0], indices)  # the same attack as exclude=("home",)
+    with pytest.raises(ValueError, match="victim_domain=.*no coarse node"):
+        small_env(victim_domain=("nowhere",))
     with pytest.raises(ValueError, match="fewer than the budget"):
         make_agent("copycat", small_env(budget=60, output="label"), seed=0, exclude="home")
 

@@ -1,7 +1,7 @@
 """KnockoffEnv: the Knockoff Nets attack as a Gymnasium environment."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -96,7 +96,9 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
     - ``budget``: B, total queries (default: the whole query set). ``queries_per_step``: 4 (paper).
     - ``reward``: see Rewards. ``diversity_window``: Δ = 25 (paper). ``action_mode``: see Action Space.
     - ``output`` / ``top_k`` / ``decimals``: the victim's output mode (paper default: full probabilities).
-      ``num_classes``, ``label_names``: K when it cannot be probed, and names.
+      ``num_classes``, ``label_names``: K when it cannot be probed, and names. ``victim_domain``: the coarse
+      nodes holding images of the victim's own problem domain (default none; the digits world's ``digits``),
+      which attacks that steal from outside it (``copycat``) leave out.
     - The owner's side (``defence``, ``detector``, ``on_detection``, ``detection_penalty``): see above.
     - ``recipe`` (:mod:`~knockoff_env.training.recipes`), how the knockoff is trained: ``"auto"``
       (default) is ``"paper"`` when ``knockoff_pretrained`` is True (paper worlds set it from
@@ -135,6 +137,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         decimals: int = 2,
         num_classes: int | None = None,
         label_names: Mapping[int, str] | None = None,
+        victim_domain: Sequence[str] = (),
         # the owner's side
         defence: Any = None,
         detector: Any = None,
@@ -164,6 +167,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         self.query_set = QuerySet(images, labels, hierarchy, label_names, self.options.fetch_workers,
                                   self.options.pin_memory)
         self.budget = self._check_budget(budget)
+        self.victim_domain = self._check_domain(victim_domain)
         self.queries_per_step, self.action_mode = int(queries_per_step), action_mode
         self.victim = self._black_box(victim, num_classes, output, top_k, decimals, defence, remote)
         self._watch(detector, on_detection, detection_penalty)
@@ -206,6 +210,14 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
             raise ValueError(f"budget={budget} exceeds the {len(self.query_set)} images of the query set; "
                              "each image is queried at most once, so lower the budget or enlarge P_A")
         return int(budget)
+
+    def _check_domain(self, victim_domain) -> tuple[str, ...]:
+        names = (victim_domain,) if isinstance(victim_domain, str) else tuple(victim_domain)
+        unknown = sorted(set(names) - set(self.query_set.coarse_names))
+        if unknown:
+            raise ValueError(f"victim_domain={list(names)}: no coarse node {unknown} in the hierarchy "
+                             f"{self.query_set.coarse_names}; name the nodes that hold the victim's own domain")
+        return names
 
     def _black_box(self, victim, num_classes, output, top_k, decimals, defence, remote) -> BlackBox:
         """The victim as a :class:`BlackBox`; a URL is opened on the victim side (its own transport)."""

@@ -223,5 +223,6 @@ def make_digits_env(budget: int = 1000, victim_path: str | Path | None = None, *
     _, test = digits_split()
     kwargs.setdefault("knockoff", DigitsNet)
     kwargs.setdefault("knockoff_pretrained", False)
+    kwargs.setdefault("victim_domain", ("digits",))
     return KnockoffEnv(victim=victim, query_set=(images, labels), hierarchy=hierarchy, eval_set=test,
                        label_names=names, budget=budget, **kwargs)

@@ -62,6 +62,14 @@ def run_config(env, agent, seed: int) -> dict:
             "agent_options": {k: getattr(agent, k) for k in AGENT_OPTIONS if hasattr(agent, k)}}
 
 
+def follow_saved_pools(core, run_dir) -> None:
+    """A run journaled before pools were shuffled lazily (its configuration has no ``pools``)
+    resumes with whole-pool shuffles, as it began, so that replaying it draws the same images."""
+    journal = Path(run_dir) / JOURNAL
+    if journal.exists() and "pools" not in Journal.saved_config(journal):
+        core.query_set.lazy = False
+
+
 class DurableRun:
     """Journals every step and checkpoints every ``checkpoint_every`` steps into ``run_dir``."""
 

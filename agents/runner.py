@@ -14,7 +14,7 @@ from knockoff_env.errors import ConfigError
 
 from .attack_log import AttackLog
 from .batching import batch_images, choose_online, play_batch
-from .durable import DurableRun
+from .durable import DurableRun, follow_saved_pools
 from .estimates import ESTIMATE_WINDOW, online_agreement, online_judgement
 from .interrupt import StepBoundaryInterrupt
 
@@ -74,6 +74,8 @@ def run_attack(env, agent, *, seed: int = 0, logdir: str | Path | None = None, e
     _check_options(seed, eval_every, checkpoint_every, resume, logdir, retrain_epochs)
     core = env.unwrapped
     choose_online(core, agent, train_online, eval_every, logdir if resume else None)
+    if resume:
+        follow_saved_pools(core, logdir)
     durable = DurableRun(logdir, env, agent, seed, checkpoint_every) if checkpoint_every or resume else None
     episode = Episode(env, agent, seed, logdir, eval_every, durable, resume, batch_images(core, agent, batch))
     episode.play(progress)

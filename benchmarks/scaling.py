@@ -4,7 +4,8 @@ Tiny everything so that only the env's own costs can grow: 4-dim "images", linea
 and knockoff. Pools are per-label cursors into one shuffled index array, so a step should
 cost the same whatever the number of images; the observation and the action mask hold one
 entry per label, so a step grows (slowly) with the number of labels. A reset copies one
-index array (O(N) memcpy); each pool is shuffled when first drawn from, once per episode.
+index array (O(N) memcpy); each pool's order is settled a chunk at a time as it is drawn
+(``knockoff_env.data.shuffle``), so no step pays for a whole pool.
 
     python -m benchmarks.scaling [--steps 400]
 """
@@ -77,8 +78,8 @@ def main() -> None:
             + "\n\nA step touches only the drawn images, so its cost does not depend on the number of "
               "images; it grows with the number of labels only through the per-label observation and "
               "action mask (O(labels) numpy work). A reset copies one index array (O(N) memcpy); "
-              "each pool is shuffled the first time it is drawn from, so the median step above excludes that "
-              "one-time cost per label.")
+              "each pool's random order is settled a chunk of 64 images at a time as it is drawn "
+              "(`knockoff_env.data.shuffle`), so no step pays for shuffling a whole pool.")
     write_section("scaling", body)
 
 

@@ -21,7 +21,8 @@ class EpisodeState:
                 "num_classes": self.num_classes, "query_set_size": len(self.query_set),
                 "labels": self.query_set.label_ids.tolist(), "action_mode": self.action_mode,
                 "reward": self.reward_weights, "diversity_window": self.rewards.window,
-                "train_online": self.train_online, **self._monitoring_config()}
+                "train_online": self.train_online, **self._monitoring_config(),
+                **({"pools": "lazy"} if self.query_set.lazy else {})}  # older runs: whole-pool shuffles
 
     def _monitoring_config(self) -> dict[str, Any]:
         """Defence and detector, only when present (so undefended runs keep their old configs)."""

@@ -1,21 +1,21 @@
 """Images ready before the step needs them: a decoded look-ahead of the draws to come.
 
-A label's pool is shuffled when it is first drawn from, and from then on its next images
-are fixed: ``order[cursor:]``. So while the models work on one step, worker threads can
+A label's pool gets its shuffle seed when it is first drawn from, and from then on its next
+images are fixed (:meth:`QuerySet.upcoming`, settled as far as asked, :mod:`.shuffle`). So while the models work on one step, worker threads can
 decode (on CUDA: decode and copy to the device) the images the next steps will probably
 draw. Which labels are "probable" comes from a hint:
 
 * a **plan**: the exact labels of the next steps (the random strategy can say; see
-  :meth:`agents.RandomAgent.plan`). Pools not shuffled yet are predicted by shuffling
-  copies with a copy of the env's RNG (:meth:`QuerySet.peek`), so the whole query order
+  :meth:`agents.RandomAgent.plan`). Pools not drawn from yet are predicted by settling
+  copies with seeds from a copy of the env's RNG (:meth:`QuerySet.peek`), so the whole query order
   is decoded ahead in large batches;
 * label **probabilities** (a bandit's current policy): the ``labels`` most probable;
 * neither: every label when there are at most ``labels``, else those with most images left.
 
 For each candidate label the next ``steps`` batches are kept ready. A step whose images are
 all ready (or being decoded) is a *hit*; anything else is a *miss* and is decoded on demand
-as without the look-ahead. The look-ahead only reads the pools (on copies where it must
-predict a shuffle): it never changes which images are drawn, nor their order.
+as without the look-ahead. The look-ahead settles fixed orders further and predicts the
+others on copies: it never changes which images are drawn, nor their order.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ class Lookahead:
         batches, fresh = [], 0
         for p in candidates:
             if qs.shuffled[p]:
-                upcoming = qs.order[qs.cursor[p]:min(qs.cursor[p] + self.steps * self.n, qs.pool_ends[p])]
+                upcoming = qs.upcoming(p, self.steps * self.n).copy()
                 batches += [upcoming[i:i + self.n] for i in range(0, len(upcoming), self.n)]
             elif fresh < self.fresh:
                 fresh += 1

@@ -1,10 +1,11 @@
 """The adversary's query set P_A: images with labels Z, a hierarchy over Z, and pools drawn without replacement.
 
 All images are kept in one index array grouped by label (in the hierarchy's order). A
-label's group is shuffled the first time the label is drawn from after a ``reset`` (so a
-reset costs one array copy, not a shuffle of all of P_A), and drawing advances that
-label's pointer: no image is drawn twice until the next ``reset``, and a step's cost does
-not depend on the size of the query set.
+label's group gets its random order the first time the label is drawn from after a ``reset``
+(a seed, settled only as far as it is drawn: :mod:`.shuffle`; so a reset costs one array
+copy, not a shuffle of all of P_A), and drawing advances that label's pointer: no image is
+drawn twice until the next ``reset``, and a step's cost does not depend on the size of the
+query set nor of the label's pool.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..checks import is_integer
 from ..errors import ConfigError, WrongTypeError
 from .fetch import ImageFetcher
 from .picking import ImagePicking
+from .shuffle import settle
 
 Hierarchy = Mapping[str, Sequence[int]]
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
@@ -107,7 +109,9 @@ class QuerySet(ImagePicking):
         self._sorted_order = np.argsort(self.positions, kind="stable")
         self.order = self._sorted_order.copy()
         self.cursor = self.pool_starts.copy()
-        self.shuffled = np.zeros(len(self.label_ids), bool)  # pools shuffled since the last reset
+        self.seeds = np.full(len(self.label_ids), -1, np.int64)  # each pool's shuffle seed; -1: not drawn yet
+        self.settled = self.pool_starts.copy()  # each pool's order is final up to here
+        self.lazy = True  # False: a pool is shuffled whole when first drawn from (runs journaled before lazy pools)
         self.rng = np.random.default_rng()
 
     @staticmethod
@@ -163,10 +167,11 @@ class QuerySet(ImagePicking):
 
     # --- pools -----------------------------------------------------------------------
     def reset(self, rng: np.random.Generator) -> None:
-        """Refill every pool; each is shuffled with ``rng`` when first drawn from."""
+        """Refill every pool; each is shuffled with a seed from ``rng`` when first drawn from."""
         np.copyto(self.order, self._sorted_order)  # a canonical start, so a seed fixes the draws
         self.cursor = self.pool_starts.copy()
-        self.shuffled[:] = False
+        self.seeds[:] = -1
+        self.settled = self.pool_starts.copy()
         self.rng = rng
         self.clear_synthetic()
 
@@ -181,16 +186,36 @@ class QuerySet(ImagePicking):
     def draw(self, position: int, n: int) -> np.ndarray:
         """Take up to ``n`` unqueried images of the label at ``position``; returns their indices."""
         start = self.cursor[position]
-        if not self.shuffled[position]:
-            self.rng.shuffle(self.order[start:self.pool_ends[position]])
-            self.shuffled[position] = True
         stop = min(start + n, self.pool_ends[position])
+        self.upcoming(position, stop - start)
         self.cursor[position] = stop
         return self.order[start:stop]
 
+    @property
+    def shuffled(self) -> np.ndarray:
+        """Which pools have their order fixed (drawn from since the last reset)."""
+        return self.seeds >= 0
+
+    def upcoming(self, position: int, n: int) -> np.ndarray:
+        """The next ``n`` images the label at ``position`` will give (a view), settling its order
+        that far (drawn from for the first time: its seed is drawn now from the RNG)."""
+        start, end, cursor = self.pool_starts[position], self.pool_ends[position], self.cursor[position]
+        if self.seeds[position] < 0 and not self.lazy:
+            self.rng.shuffle(self.order[cursor:end])
+            self.seeds[position], self.settled[position] = 0, end
+        elif self.seeds[position] < 0:
+            self.seeds[position] = self.rng.integers(INT64_MAX)
+        stop = min(cursor + n, end)
+        if self.settled[position] < stop:
+            done = max(self.settled[position], cursor) - start
+            self.settled[position] = start + settle(self.order[start:end], done, stop - start,
+                                                    int(self.seeds[position]))
+        return self.order[cursor:stop]
+
     def peek(self, plan: Sequence[int], n: int, limit: int | None = None) -> list[np.ndarray]:
         """The indices that drawing ``n`` images from each label of ``plan`` in turn would take,
-        without drawing: pools not yet shuffled are shuffled on copies, with a copy of the RNG.
+        without drawing: pools not drawn from yet get their seeds from a copy of the RNG and are
+        settled on copies; the others are settled in place (their order is fixed already).
         ``limit`` caps the images in all (the budget left). Stops early at an empty pool (the
         env would redraw that action, so what follows is unknown)."""
         rng, cursor, copies = None, {}, {}
@@ -199,43 +224,64 @@ class QuerySet(ImagePicking):
         for position in plan:
             position = int(position)
             start = cursor.get(position, int(self.cursor[position]))
-            end = int(self.pool_ends[position])
+            first, end = int(self.pool_starts[position]), int(self.pool_ends[position])
             stop = min(start + n, end, start + left)
             if stop <= start:
                 break
-            if not self.shuffled[position] and position not in copies:
-                rng = rng or copy.deepcopy(self.rng)
-                pool = self.order[start:end].copy()
-                rng.shuffle(pool)
-                copies[position] = (start, pool)
-            if position in copies:
-                base, pool = copies[position]
-                batches.append(pool[start - base:stop - base])
-            else:
+            if self.seeds[position] >= 0:
+                self.upcoming(position, stop - int(self.cursor[position]))
                 batches.append(self.order[start:stop].copy())
+            else:
+                if position not in copies:
+                    rng = rng or copy.deepcopy(self.rng)
+                    copies[position] = self._predicted(position, rng)
+                pool, seed, done = copies[position]
+                if done < stop - first:
+                    copies[position][2] = settle(pool, done, stop - first, seed)
+                batches.append(pool[start - first:stop - first])
             cursor[position], left = stop, left - (stop - start)
         return batches
+
+    def _predicted(self, position: int, rng: np.random.Generator) -> list:
+        """A copy of a pool not drawn from yet, as its first draw would start it with ``rng``:
+        [its images from the pool's start, its seed, how far the copy is settled]."""
+        first, cursor, end = (int(a[position]) for a in (self.pool_starts, self.cursor, self.pool_ends))
+        pool = self.order[first:end].copy()
+        if not self.lazy:
+            rng.shuffle(pool[cursor - first:])
+            return [pool, 0, end - first]
+        return [pool, int(rng.integers(INT64_MAX)), cursor - first]
 
     def undraw(self, position: int, n: int) -> None:
         """Give back the last ``n`` images drawn from ``position`` (their query was never answered)."""
         self.cursor[position] -= n
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """The pools: image order, per-label cursors, which pools are shuffled."""
-        return {"order": self.order, "cursor": self.cursor, "shuffled": self.shuffled, **self.synthetic_state()}
+        """The pools: image order, per-label cursors, shuffle seeds and how far each order is settled."""
+        return {"order": self.order, "cursor": self.cursor, "seeds": self.seeds, "settled": self.settled,
+                **self.synthetic_state()}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], rng: np.random.Generator) -> None:
-        """Restore :meth:`state_dict`; pools that do not fit this query set are refused."""
-        order, cursor, shuffled = (np.asarray(state[k]) for k in ("order", "cursor", "shuffled"))
+        """Restore :meth:`state_dict`; pools that do not fit this query set are refused. A state
+        saved before pools were settled lazily (``shuffled`` flags) is read as wholly settled pools."""
+        order, cursor = np.asarray(state["order"]), np.asarray(state["cursor"])
+        if "seeds" in state:
+            seeds, settled = np.asarray(state["seeds"]), np.asarray(state["settled"])
+        else:  # a shuffled pool was shuffled whole; an unshuffled one is in its canonical order
+            shuffled = np.asarray(state["shuffled"], bool)
+            whole = shuffled.shape == self.seeds.shape
+            seeds = np.where(shuffled, 0, -1) if whole else shuffled
+            settled = np.where(shuffled, self.pool_ends, self.pool_starts) if whole else shuffled
         if order.shape != self.order.shape or cursor.shape != self.cursor.shape \
-                or shuffled.shape != self.shuffled.shape \
+                or seeds.shape != self.seeds.shape or settled.shape != self.settled.shape \
                 or not np.array_equal(np.sort(order), np.arange(len(self))) \
                 or not np.array_equal(self.positions[order], self.positions[self._sorted_order]) \
-                or (cursor < self.pool_starts).any() or (cursor > self.pool_ends).any():
+                or (cursor < self.pool_starts).any() or (cursor > self.pool_ends).any() \
+                or (settled < self.pool_starts).any() or (settled > self.pool_ends).any():
             raise ValueError("the saved query-set pools do not fit this query set; was the state saved "
                              "from an env with another query set?")
         self.order, self.cursor = order.astype(np.int64), cursor.astype(np.int64)
-        self.shuffled, self.rng = shuffled.astype(bool), rng
+        self.seeds, self.settled, self.rng = seeds.astype(np.int64), settled.astype(np.int64), rng
         self.load_synthetic_state(state)
 
     def position(self, coarse: int, slot: int) -> int:

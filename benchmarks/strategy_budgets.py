@@ -9,6 +9,8 @@ read. Cells: mean ± sample std (ddof=1) over the seeds that finished, and the d
 the last column: the smallest budget whose mean reaches 0.9× the victim's accuracy.
 
     python -m benchmarks.strategy_budgets [--worlds digits,glyphs] [--budgets 200 500 1000] [--seeds 5]
+    python -m benchmarks.strategy_budgets --spec examples/sweeps/dfal_budgets.yaml --worlds digits \
+        --out runs/sweeps/dfal_budgets      (ActiveThief's DFAL rules, scoring a 500-image subsample)
 """
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ OUT = ROOT / "runs" / "sweeps" / "strategy_budgets"
 
 
 def spec_for(world: str, budgets: list[int], seeds: int, path: Path = SPEC) -> dict:
-    """The grid: the attack table's strategies and run options, no defence and no detector."""
+    """The grid: the spec's strategies, agent options and run options, no defence and no detector."""
     raw = yaml.safe_load(path.read_text())
-    return {"env": WORLDS.get(world, world),
+    return {"env": WORLDS.get(world, world), **({"agent_options": raw["agent_options"]} if raw.get("agent_options")
+                                                else {}),
             "axes": {"seed": list(range(seeds)), "budget": list(budgets), "agent": strategies(path)},
             "run": {**raw["run"], "eval_every": None}}
 
@@ -85,6 +88,8 @@ def main(argv=None) -> None:
                  "(difference from random) [seeds]:\n", markdown(grid(results), raw["axes"]["agent"], args.budgets)
                  + "\n"]
     command = " ".join(["python -m benchmarks.strategy_budgets",
+                        *(["--spec", str(args.spec.relative_to(ROOT)), "--out", str(args.out)] if args.spec != SPEC
+                          else []),
                         *(["--worlds", args.worlds] if args.worlds != "digits,glyphs" else []),
                         *(["--seeds", str(args.seeds)] if args.seeds != 5 else []),
                         *(["--budgets", *map(str, args.budgets)] if args.budgets != [200, 500, 1000] else [])])
@@ -93,8 +98,8 @@ def main(argv=None) -> None:
                       f"{os.getloadavg()[0]:.2f} at the end); {time.perf_counter() - start:.0f} s for this call "
                       "(finished trials are read, not rerun).\n", *body])
     print(text)
-    if not args.no_write:
-        write_section("strategy_budgets", text)
+    if not args.no_write:  # another spec's grid gets a section of its own
+        write_section("strategy_budgets" + ("" if args.spec == SPEC else f" ({args.spec.stem})"), text)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from knockoff_env.data.query_set import QuerySet
-from knockoff_env.data.shuffle import CHUNK, settle
+from knockoff_env.data.shuffle import CHUNK, WHOLE, settle
 
 
 def query_set(sizes=(3, 50_000, 7)):
@@ -26,26 +26,27 @@ def test_a_draw_from_a_large_pool_settles_one_chunk_not_the_pool():
     assert (np.diff(untouched) > 0).mean() > 0.99  # the rest still (almost) in its canonical order
 
 
-def test_the_order_is_fixed_by_the_seed_whatever_the_steps_it_is_settled_in():
-    whole = np.arange(1000)
-    settle(whole, 0, 1000, seed=7)
-    assert sorted(whole.tolist()) == list(range(1000)) and not np.array_equal(whole, np.arange(1000))
+@pytest.mark.parametrize("n", [WHOLE + 1000, 1000])  # settled a chunk at a time; shuffled whole
+def test_the_order_is_fixed_by_the_seed_whatever_the_steps_it_is_settled_in(n):
+    whole = np.arange(n)
+    settle(whole, 0, n, seed=7)
+    assert sorted(whole.tolist()) == list(range(n)) and not np.array_equal(whole, np.arange(n))
     for step in (1, 5, CHUNK, 200):
-        pool, done = np.arange(1000), 0
-        while done < 1000:
+        pool, done = np.arange(n), 0
+        while done < n:
             done = settle(pool, done, done + step, seed=7)
         assert np.array_equal(pool, whole)
-    other = np.arange(1000)
-    settle(other, 0, 1000, seed=8)
+    other = np.arange(n)
+    settle(other, 0, n, seed=8)
     assert not np.array_equal(other, whole)
 
 
-def test_every_order_of_a_small_pool_is_equally_likely():
+def test_every_order_is_equally_likely_chunk_by_chunk():
     counts = Counter()
     for seed in range(6000):
-        pool = np.arange(3)
-        settle(pool, 0, 3, seed)
-        counts[tuple(pool.tolist())] += 1
+        pool = np.arange(WHOLE + 1)  # a pool settled a chunk at a time, from its last three positions
+        settle(pool, WHOLE - 2, WHOLE + 1, seed)
+        counts[tuple(pool[-3:].tolist())] += 1
     assert len(counts) == 6
     assert all(abs(c / 6000 - 1 / 6) < 0.02 for c in counts.values()), counts  # binomial sd 0.005
 

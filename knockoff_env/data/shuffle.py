@@ -7,13 +7,15 @@ and a Fisher–Yates shuffle run from the front settles its order a chunk of :da
 positions at a time, only as far as the draws (or a look-ahead) reach. Position ``i`` of the
 pool swaps with ``i + ⌊u·(n − i)⌋``, ``u`` the ``i``-th uniform of the pool's seed, so the
 order is fixed the moment the seed is, whatever the chunks settled so far: which images a
-draw takes never depends on how far the look-ahead looked.
+draw takes never depends on how far the look-ahead looked. A pool of at most :data:`WHOLE`
+images is cheaper to shuffle whole (with its seed) at its first draw, and is.
 """
 from __future__ import annotations
 
 import numpy as np
 
 CHUNK = 64  # positions settled per generator call
+WHOLE = 4096  # pools up to this size are shuffled whole at once (a few µs), not a chunk at a time
 
 
 def settle(pool: np.ndarray, done: int, upto: int, seed: int) -> int:
@@ -21,6 +23,9 @@ def settle(pool: np.ndarray, done: int, upto: int, seed: int) -> int:
     ``done`` to ``upto``, in place; returns the new ``done``. Earlier positions are final."""
     n = len(pool)
     upto = min(upto, n)
+    if n <= WHOLE and done < upto:
+        np.random.default_rng(seed).shuffle(pool[done:])
+        return n
     while done < upto:
         chunk = done // CHUNK
         u = np.random.default_rng((seed, chunk)).random(CHUNK)

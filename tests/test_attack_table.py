@@ -7,12 +7,14 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from agents.registry import BANDITS
+from agents.registry import BANDITS, IMAGE_AGENTS, PRESETS
 from agents.sweep import load_spec, read_results, run_sweep
 from benchmarks import attack_table, strategy_budgets
 from knockoff_env.victim.defences import DEFENCES
 
 GLYPHS = "examples.glyph_world:Knockoff-Glyphs-v0"
+DFAL = {"activethief-dfal", "activethief-dfal-k-center"}  # too slow for the table: their own grid
+DFAL_SPEC = attack_table.ROOT / "examples" / "sweeps" / "dfal_budgets.yaml"
 
 
 def test_the_spec_runs_every_strategy_against_every_default_defence_on_both_worlds():
@@ -20,7 +22,7 @@ def test_the_spec_runs_every_strategy_against_every_default_defence_on_both_worl
         spec = load_spec(attack_table.spec_for(world))  # checks the env id, every option and value kind
         trials = spec.trials()
         assert spec.env == attack_table.WORLDS[world]
-        assert set(spec.axes["agent"]) == {*BANDITS, "random", "adaptive-flat"}
+        assert set(spec.axes["agent"]) == {*BANDITS, "random", "adaptive-flat", *IMAGE_AGENTS, *PRESETS} - DFAL
         assert set(spec.axes["defence"]) == {None, *DEFENCES}  # each at its default: a bare name
         assert len(spec.axes["seed"]) >= 3
         assert len(trials) == len(spec.axes["agent"]) * len(spec.axes["defence"]) * len(spec.axes["seed"])
@@ -29,6 +31,12 @@ def test_the_spec_runs_every_strategy_against_every_default_defence_on_both_worl
     budgets = load_spec(strategy_budgets.spec_for("glyphs", [200, 500, 1000], 5))
     assert budgets.axes["agent"] == attack_table.strategies() and budgets.axes["seed"] == [0, 1, 2, 3, 4]
     assert "defence" not in budgets.env_options and "detector" not in budgets.env_options
+
+
+def test_the_dfal_rules_have_their_own_budget_grid_on_a_pool_subsample():
+    grid = load_spec(strategy_budgets.spec_for("digits", [200, 500, 1000], 5, DFAL_SPEC))
+    assert set(grid.axes["agent"]) == DFAL and grid.agent_options == {"pool_sample": 500}
+    assert grid.run == load_spec(strategy_budgets.spec_for("digits", [200], 5)).run  # retrained as the others
 
 
 def test_queries_to_reach_is_the_first_curve_point_at_the_target():

@@ -199,7 +199,10 @@ class QuerySet(ImagePicking):
     def upcoming(self, position: int, n: int) -> np.ndarray:
         """The next ``n`` images the label at ``position`` will give (a view), settling its order
         that far (drawn from for the first time: its seed is drawn now from the RNG)."""
-        start, end, cursor = self.pool_starts[position], self.pool_ends[position], self.cursor[position]
+        cursor = self.cursor[position]
+        if self.settled[position] >= cursor + n:  # settled that far already (most draws)
+            return self.order[cursor:cursor + n]
+        start, end = self.pool_starts[position], self.pool_ends[position]
         if self.seeds[position] < 0 and not self.lazy:
             self.rng.shuffle(self.order[cursor:end])
             self.seeds[position], self.settled[position] = 0, end

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
+import ray  # noqa: F401 - a missing dev dependency fails here, not as a skip
 import yaml
 
 from agents.sweep.trial import CLOCK, RESULT, STARTS

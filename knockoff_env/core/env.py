@@ -166,8 +166,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
         images, labels = as_images_and_labels(query_set, "query_set")
         self.query_set = QuerySet(images, labels, hierarchy, label_names, self.options.fetch_workers,
                                   self.options.pin_memory)
-        self.budget = self._check_budget(budget)
-        self.victim_domain = self._check_domain(victim_domain)
+        self.budget, self.victim_domain = self._check_budget(budget), self._check_domain(victim_domain)
         self.queries_per_step, self.action_mode = int(queries_per_step), action_mode
         self.victim = self._black_box(victim, num_classes, output, top_k, decimals, defence, remote)
         self._watch(detector, on_detection, detection_penalty)

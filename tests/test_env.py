@@ -24,6 +24,7 @@ def test_gymnasium_and_sb3_checkers_pass_without_warnings(make_env, action_mode)
 
 def play(env, actions=None, seed=0):
     obs, info = env.reset(seed=seed)
+    env.action_space.seed(seed)  # the sampled actions too: a test's transfer set is the same every run
     infos, rewards, done, t = [], [], False, 0
     while not done:
         action = env.action_space.sample() if actions is None else actions[t % len(actions)]
@@ -190,10 +191,10 @@ def test_evaluate_reports_accuracy_ratio_and_agreement(make_env):
 
 def test_retrain_learns_the_transfer_set_from_scratch(make_env):
     torch.manual_seed(0)  # the tiny world's victim is drawn from the global RNG: fix it, whatever ran before
-    env = make_env(budget=30)
+    env = make_env(budget=30)  # the whole tiny query set, which is also its eval set
     play(env)
-    model = env.retrain(epochs=60, lr=0.1)
-    assert env.evaluate(model)["agreement"] > 0.8
+    model = env.retrain(epochs=200, lr=0.1)  # 60 epochs stop at 0.77–0.97, a constant guess gets 0.73
+    assert env.evaluate(model)["agreement"] > 0.95
 
 
 def test_transfer_set_saves_as_npz_and_loads_back(make_env, tmp_path):

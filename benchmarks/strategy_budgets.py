@@ -68,6 +68,12 @@ def markdown(stats: pd.DataFrame, agents: list[str], budgets: list[int]) -> str:
     return table(["strategy", *(f"budget {b:,}" for b in budgets), f"first budget ≥ {TARGET}× victim"], rows)
 
 
+def shown(path: Path) -> str:
+    """``path`` as a command line in the repository root would give it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", default="digits,glyphs", help=f"comma-separated, of {list(WORLDS)} or env ids")
@@ -88,8 +94,7 @@ def main(argv=None) -> None:
                  "(difference from random) [seeds]:\n", markdown(grid(results), raw["axes"]["agent"], args.budgets)
                  + "\n"]
     command = " ".join(["python -m benchmarks.strategy_budgets",
-                        *(["--spec", str(args.spec.relative_to(ROOT)), "--out", str(args.out)] if args.spec != SPEC
-                          else []),
+                        *(["--spec", shown(args.spec), "--out", shown(args.out)] if args.spec != SPEC else []),
                         *(["--worlds", args.worlds] if args.worlds != "digits,glyphs" else []),
                         *(["--seeds", str(args.seeds)] if args.seeds != 5 else []),
                         *(["--budgets", *map(str, args.budgets)] if args.budgets != [200, 500, 1000] else [])])

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny synthetic world and a per-session cache for the digits victim."""
 import os
+import signal
 
 import pytest
 import torch
@@ -7,6 +8,10 @@ from hypothesis import settings
 from torch import nn
 
 torch.set_num_threads(1)
+# Ctrl-C raises KeyboardInterrupt here and in the subprocesses the tests start, even when the suite
+# itself was started with SIGINT ignored (a background job of a non-interactive shell: `make test &`),
+# which Python would otherwise keep, and with it every interrupt test would fail.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 # CI replays the same property cases every run; locally hypothesis keeps exploring new ones.
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):

@@ -44,7 +44,7 @@ BENCHMARKS = {
     "strategies": (["--repeats", "1", "--budget", "40", "--steps", "20", "--sizes", "200", "--pool-sample", "50",
                     "--agents", "random", "adaptive", "activethief-dfal-k-center", "jacobian", "copycat"], "strategies"),
     "strategy_budgets": (["--spec", "{tmp}/table.yaml", "--worlds", "digits", "--budgets", "20", "--seeds", "1",
-                          "--out", "{tmp}/budgets"], "strategy_budgets"),
+                          "--out", "{tmp}/budgets"], "strategy_budgets (table)"),
     "sweep_speedup": (["--spec", "{tmp}/tiny.yaml", "--budgets", "1,2", "--cpus", "2", "--out", "{tmp}/sweep"],
                       "sweep_speedup"),
     "vs_art": (["--budget", "40", "--epochs", "1", "--tiles", "1", "--repeats", "0", "--threads", "1"], "vs_art"),

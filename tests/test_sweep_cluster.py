@@ -83,11 +83,27 @@ def cluster():
                    "--min-worker-port=10002", "--max-worker-port=14999")
         address = (Path(head) / "ray_current_cluster").read_text().strip()
         start_node(worker, env, f"--address={address}", "--min-worker-port=15000", "--max-worker-port=19999")
+        run_on(address, node_id(worker), env)  # its first worker process is up before a sweep counts on it
         yield address, head, worker
     finally:
         stop_nodes(worker, head)
         for folder in (head, worker):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+WARM = """import sys, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address=sys.argv[1])
+task = ray.remote(lambda: 1).options(scheduling_strategy=NodeAffinitySchedulingStrategy(sys.argv[2], soft=False))
+assert ray.get(task.remote(), timeout=240) == 1
+"""
+
+
+def run_on(address: str, node: str, env: dict) -> None:
+    """Run one task on ``node`` (on a loaded machine a node's first worker process takes a minute to start)."""
+    done = subprocess.run([sys.executable, "-c", WARM, address, node], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, f"the worker node ran no task: {done.stdout[-2000:]}{done.stderr[-2000:]}"
 
 
 def node_id(temp_dir: str) -> str:

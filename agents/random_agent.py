@@ -60,8 +60,8 @@ class CopycatCNN(RandomAgent):
 
     ``exclude``: the coarse nodes of the hierarchy that hold the victim's own domain (default:
     the env's ``victim_domain``, which its world declares: ``digits`` in the digits world, whose
-    ``letters``, ``shapes`` and ``textures`` nodes are the non-problem-domain images; none in a
-    paper world, whose whole query set is outside the victim's domain). The env must answer with labels
+    ``letters``, ``shapes`` and ``textures`` nodes are the non-problem-domain images; a paper
+    world's own source in D², none with ILSVRC or OpenImages). The env must answer with labels
     (``output="label"``: ``make_agent("copycat", ...)``'s env preset, see
     :data:`agents.registry.ENV_PRESETS`); anything else is a ValueError. The labels are the
     victim's top-1 as one-hot vectors, and the knockoff is trained on them offline, as

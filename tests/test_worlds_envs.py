@@ -58,6 +58,8 @@ def test_paper_worlds_play_with_every_query_set(env_id, query_set, data_root, tm
     expected = {"ilsvrc": ["first", "second"], "openimages": ["all"],
                 "d2": ["ilsvrc", "openimages", "caltech256", "cubs200", "indoor67", "diabetic5"]}[query_set]
     assert world.query_set.coarse_names == expected
+    # D² holds the victim's own source (CopycatCNN leaves it out); ILSVRC and OpenImages are all outside it
+    assert world.victim_domain == ((env_id.split("-")[1].lower(),) if query_set == "d2" else ())
     assert world.budget == len(world.query_set)  # the default 60k, capped at the miniature P_A
     info = play(env)
     assert info["label"] in world.query_set.label_ids

@@ -50,6 +50,8 @@ def make_paper_env(victim_dataset: str, *, query_set: str = "ilsvrc", data_root=
         images, tree = d2.load(root, image_size=image_size, victim=victim_dataset, tau_d=tau_d, tau_k=tau_k)
         if hierarchy != "auto":
             tree = resolve_hierarchy(hierarchy, dataset_labels(images))
+        if victim_dataset in tree:  # D² holds the victim's own source: the in-domain node (copycat leaves it out)
+            kwargs.setdefault("victim_domain", (victim_dataset,))
     else:
         images = (ilsvrc if query_set == "ilsvrc" else openimages).load(root, image_size=image_size)
         tree = resolve_hierarchy(hierarchy, dataset_labels(images), default_hierarchy_path(query_set, root),

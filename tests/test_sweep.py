@@ -24,6 +24,9 @@ from agents.sweep.figures import AGENT_COLOURS, _Plotter
 from agents.sweep.results import write_results
 from agents.sweep.trial import CLOCK, RESULT, STARTS
 
+# the first test also starts embedded Ray and runs the module's 8-trial grid; on a machine loaded three
+# times over that took more than the default 300 s
+pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[1]
 GRID = {"env": "Knockoff-Digits-v0",
         "axes": {"agent": ["random", "adaptive"], "budget": [40, 80], "seed": [0, 1]},

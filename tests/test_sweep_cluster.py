@@ -122,6 +122,7 @@ def starts_on(trial: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two Ray nodes, a sweep waited on for up to 300 + 400 s: minutes on a loaded machine
 def test_trials_spread_over_two_nodes_and_a_killed_worker_node_loses_none(cluster, tmp_path):
     address, head, worker = cluster
     spec = tmp_path / "two_nodes.yaml"

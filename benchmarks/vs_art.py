@@ -187,7 +187,7 @@ def main() -> None:
                f"{' '.join(map(str, args.seeds))} --tiles {' '.join(map(str, args.tiles))} --repeats {args.repeats}"
                + (f" --threads {args.threads}" if args.threads else ""))
     body = (f"`{command}` — {machine()}; load average {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} "
-            "cores (other jobs ran beside it); digits world (its query set repeated `tile` times), CPU, means "
+            "cores (1-minute averages, taken during the run); digits world (its query set repeated `tile` times), CPU, means "
             "(± standard deviation of the accuracy) over seeds, the attacks of each seed interleaved; the query "
             f"phases of the random attacks are medians over {len(args.seeds) + args.repeats} interleaved runs.\n\n"
             + table(["query images", "strategy", "attack", "knockoff acc.", "total s", "query-phase s",

@@ -22,6 +22,7 @@ from knockoff_env.checks import is_integer
 from knockoff_env.data.lookahead import hint_from
 from knockoff_env.durability.journal import Journal
 
+from .base import Agent, action_for
 from .durable import JOURNAL
 
 
@@ -57,26 +58,29 @@ def batch_images(core, agent, batch: bool | int | None) -> int | None:
     return int(batch)
 
 
+def acting_ahead(agent):
+    """The agent's ``act_ahead`` when it chooses as its ``act`` would: both defined by one class
+    (a subclass or wrapper that changes ``act`` alone is acted for step by step)."""
+    def owner(name):
+        return next((c for c in type(agent).__mro__ if name in vars(c)), None)
+    ahead = owner("act_ahead")
+    return getattr(agent, "act_ahead") if ahead is not None and ahead is owner("act") else None
+
+
 def play_batch(episode, interrupt, bar) -> None:
-    """One batch of the runner's episode: the agent acts for each step (a first Ctrl-C ends the
-    batch at the step in flight), the env queries them in one call and learns them; then logs,
-    checkpoint, a due evaluation, as after single steps."""
+    """One batch of the runner's episode: the steps are drawn (the labels of all of them from
+    the agent's ``act_ahead`` when it has one and no policy is logged, else the agent acts for
+    each step and a first Ctrl-C ends the batch at the step in flight), the env queries them in
+    one call and learns them; then logs, checkpoint, a due evaluation, as after single steps."""
     ep, core, agent = episode, episode.core, episode.agent
     hint_from(core, agent, ep.step)
-    actions: list = []
-    pooled = int(core.query_set.remaining().sum())
-
-    def act():
-        if actions and interrupt.requested:
-            return None
-        if ep.log and (ep.step + len(actions)) % ep.policy_every == 0 and hasattr(agent, "coarse_probabilities"):
-            remaining = core.query_set.remaining()
-            ep.log.policy(ep.info["queries"] + pooled - int(remaining.sum()),
-                          agent.coarse_probabilities(remaining > 0))
-        actions.append(agent.act(ep.obs, ep.info))
-        return actions[-1]
-
-    queries = core.prepare_batch(act, ep.batch, ep.stop_at())
+    ahead = None if ep.log else acting_ahead(agent)
+    if ahead is not None:
+        queries = core.prepare_ahead(ahead, ep.batch, ep.stop_at())
+        actions = [action_for(core, q.position) for q in queries] if learns(agent) else [None] * len(queries)
+    else:
+        actions = []
+        queries = core.prepare_batch(acting(ep, interrupt, actions), ep.batch, ep.stop_at())
     hint_from(core, agent, ep.step + len(queries))  # the look-ahead decodes the next batch meanwhile
     with interrupt.step():
         obs, rewards, terminated, truncated, infos = core.answer_batch(queries)  # a durable run journals
@@ -91,3 +95,26 @@ def play_batch(episode, interrupt, bar) -> None:
     bar.update(sum(info["queries_this_step"] for info in infos))
     ep.obs, ep.info = obs, infos[-1]
     ep.after(terminated or truncated, bar)
+
+
+def learns(agent) -> bool:
+    """Whether ``agent.update`` does anything (the base class's learns nothing)."""
+    return getattr(type(agent), "update", Agent.update) is not Agent.update
+
+
+def acting(ep, interrupt, actions: list):
+    """``act()`` for :meth:`~knockoff_env.KnockoffEnv.prepare_batch`: the agent's next action
+    (kept in ``actions``), the policy logged when due; None once a Ctrl-C came."""
+    agent, core = ep.agent, ep.core
+    pooled = int(core.query_set.remaining().sum())
+
+    def act():
+        if actions and interrupt.requested:
+            return None
+        if ep.log and (ep.step + len(actions)) % ep.policy_every == 0 and hasattr(agent, "coarse_probabilities"):
+            remaining = core.query_set.remaining()
+            ep.log.policy(ep.info["queries"] + pooled - int(remaining.sum()),
+                          agent.coarse_probabilities(remaining > 0))
+        actions.append(agent.act(ep.obs, ep.info))
+        return actions[-1]
+    return act

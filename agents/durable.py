@@ -63,11 +63,12 @@ def run_config(env, agent, seed: int) -> dict:
 
 
 def follow_saved_pools(core, run_dir) -> None:
-    """A run journaled before pools were shuffled lazily (its configuration has no ``pools``)
-    resumes with whole-pool shuffles, as it began, so that replaying it draws the same images."""
+    """A resumed run shuffles its pools as it began (the scheme its configuration recorded; none:
+    journaled before pools were shuffled lazily, whole-pool shuffles), so that replaying it
+    draws the same images."""
     journal = Path(run_dir) / JOURNAL
-    if journal.exists() and "pools" not in Journal.saved_config(journal):
-        core.query_set.lazy = False
+    if journal.exists():
+        core.query_set.pools = Journal.saved_config(journal).get("pools", "whole")
 
 
 class DurableRun:

@@ -9,6 +9,7 @@ import copy
 import numpy as np
 
 from .base import Agent, action_for
+from .weighted import Counts, pick
 
 
 class RandomAgent(Agent):
@@ -34,24 +35,33 @@ class RandomAgent(Agent):
         total = remaining.sum()
         return remaining / total if total > 0 else remaining
 
+    def act_ahead(self, steps: int) -> list[int]:
+        """The labels (flat positions) of the next ``steps`` steps, chosen as ``steps`` calls of
+        :meth:`act` would choose them while the env draws them (the runner's batches,
+        :meth:`~knockoff_env.KnockoffEnv.prepare_ahead`); fewer once the query set runs out."""
+        return self._choose(self.rng, steps, self.env.unwrapped.queries_per_step * steps)
+
     def plan(self, steps: int) -> list[int]:
         """The labels (flat positions) :meth:`act` will choose in the next ``steps`` steps, as
         long as the env draws as expected: acting is replayed on copies of the RNG and pools.
         The env's look-ahead decodes their images ahead (see :mod:`knockoff_env.lookahead`)."""
         core = self.env.unwrapped
-        rng = copy.deepcopy(self.rng)
-        remaining = self.query_set.remaining().copy()
-        if self.allowed is not None:
-            remaining = remaining * self.allowed
         left = core.budget - core.spent - core.pending  # images drawn for a batch not answered yet count
-        plan = []
-        while len(plan) < steps and left > 0 and remaining.any():
-            position = pick(rng, remaining)
-            taken = min(core.queries_per_step, left, remaining[position])
-            remaining[position] -= taken
-            left -= taken
-            plan.append(position)
-        return plan
+        return self._choose(copy.deepcopy(self.rng), steps, left)
+
+    def _choose(self, rng: np.random.Generator, steps: int, left: int) -> list[int]:
+        """Up to ``steps`` labels picked with ``rng`` as :meth:`act` picks them, each step taking
+        up to ``queries_per_step`` images of its label (at most ``left`` in all) from a copy of
+        the pools' counts. The uniforms are drawn at once; ``rng`` ends as after one per label."""
+        remaining = self.query_set.remaining()  # a fresh array
+        if self.allowed is not None:
+            remaining *= self.allowed
+        state = rng.bit_generator.state
+        chosen = Counts(remaining).draws(rng.random(steps).tolist(), self.env.unwrapped.queries_per_step, left)
+        if len(chosen) < steps:  # the uniforms not used are given back
+            rng.bit_generator.state = state
+            rng.random(len(chosen))
+        return chosen
 
 
 class CopycatCNN(RandomAgent):
@@ -88,10 +98,3 @@ class CopycatCNN(RandomAgent):
             raise ValueError(f"CopycatCNN: the query set has {images} images outside {names}, fewer than the "
                              f"budget of {core.budget}; lower the budget or exclude fewer nodes")
 
-
-def pick(rng: np.random.Generator, weights: np.ndarray) -> int:
-    """A label drawn with probabilities proportional to ``weights`` (images left), from one uniform
-    number: ``rng.choice(len(weights), p=weights / weights.sum())`` without its checks and divisions
-    (they cost more than the rest of the step)."""
-    cdf = weights.cumsum()
-    return int(cdf.searchsorted(rng.random() * cdf[-1], side="right"))

@@ -30,3 +30,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif resolved.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"device={str(device)!r}: the models run on the CPU, CUDA or MPS only", usage)
     return resolved
+
+
+def seed_torch(seed: int, device: torch.device) -> None:
+    """Seed torch's generators: the CPU's, and every GPU's when ``device`` is a GPU or CUDA is
+    in use (``torch.manual_seed``). On the CPU alone only the CPU's: ``torch.manual_seed`` also
+    queues a seeding of CUDA, MPS and others for later, which costs more than a batch of steps."""
+    if device.type == "cpu" and not torch.cuda.is_initialized():
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)

@@ -2,9 +2,10 @@
 depend on the victim's answers (the random strategy; CopycatCNN).
 
 Such a strategy's next actions are known before any answer comes back, so the env can draw
-the images of many steps, send them to the victim in one call (split by the
-:class:`~knockoff_env.victim.BlackBox` into batches of its ``batch_size``, a served victim's
-``max_batch``) and then learn the steps in order. Each step keeps what makes it a step:
+the images of many steps (:meth:`~BatchedSteps.prepare_batch` acting step by step, or
+:meth:`~BatchedSteps.prepare_ahead` given the labels of all of them at once), send them to
+the victim in one call (split by the :class:`~knockoff_env.victim.BlackBox` into batches of
+its ``batch_size``, a served victim's ``max_batch``) and then learn the steps in order. Each step keeps what makes it a step:
 
 * the draws are the ones :meth:`~KnockoffEnv.step` would make, action after action, so the
   transfer set is the same as step by step (the answers equal to the victim's float rounding
@@ -23,7 +24,7 @@ the images of many steps, send them to the victim in one call (split by the
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -54,12 +55,7 @@ class BatchedSteps:
     def prepare_batch(self, act: Callable[[], Any], max_images: int | None = None,
                       stop_at: int | None = None) -> list[Query]:
         """Draw the steps of a batch and fetch their images: everything before the victim."""
-        if self._needs_reset:
-            raise RuntimeError("the episode is over (or never started); call reset() before step_batch()")
-        cap = self.victim.batch_size if max_images is None else int(max_images)
-        if cap < 1:
-            raise ValueError(f"max_images={max_images!r} must be a positive number of images")
-        left = min(self.budget - self.spent, int(self.query_set.remaining().sum()))
+        cap, left = self._batch_room(max_images)
         queries: list[Query] = []
         drawn = 0
         try:
@@ -72,22 +68,61 @@ class BatchedSteps:
                 drawn += len(queries[-1].index)
             if not queries:
                 raise ValueError("act() gave no action: a batch needs at least one step")
-            queries = self._with_images(queries)
-            self.pending = drawn
-            return queries
+            return self._fetched(queries, drawn)
         except BaseException:
             self.cancel_batch(queries)
             raise
 
+    def prepare_ahead(self, act_ahead: Callable[[int], Sequence[int]], max_images: int | None = None,
+                      stop_at: int | None = None) -> list[Query]:
+        """:meth:`prepare_batch` for a strategy that names the labels of its next steps at once:
+        ``act_ahead(steps)`` gives the flat label positions of up to ``steps`` steps, each with
+        images left at its turn (as its step-by-step actions would choose them). The steps get
+        the images :meth:`prepare_batch` would draw for those actions, without the per-step
+        round of acting and resolving actions (see :meth:`QuerySet.draw_steps`)."""
+        cap, left = self._batch_room(max_images)
+        per_step, room = self.queries_per_step, min(cap, left)
+        if stop_at is not None:
+            room = min(room, stop_at - self.spent)
+        plan = [int(p) for p in act_ahead(max(1, min(cap // per_step, -(-room // per_step))))]
+        if not plan or left <= 0:
+            raise ValueError("act_ahead() named no label (or nothing is left to query): a batch needs a step")
+        indices = self.query_set.draw_steps(plan, per_step, left)
+        queries = [Query(p, False, index, None) for p, index in zip(plan, indices)]
+        try:
+            return self._fetched(queries, sum(len(index) for index in indices))
+        except BaseException:
+            self.cancel_batch(queries)
+            raise
+
+    def _batch_room(self, max_images: int | None) -> tuple[int, int]:
+        """(images per victim call, images the budget and the pools have left) for a new batch."""
+        if self._needs_reset:
+            raise RuntimeError("the episode is over (or never started); call reset() before step_batch()")
+        cap = self.victim.batch_size if max_images is None else int(max_images)
+        if cap < 1:
+            raise ValueError(f"max_images={max_images!r} must be a positive number of images")
+        return cap, min(self.budget - self.spent, int(self.query_set.remaining().sum()))
+
+    def _fetched(self, queries: list[Query], drawn: int) -> list[Query]:
+        """The drawn steps with their images; ``drawn`` images now count against the budget."""
+        queries = self._with_images(queries)
+        self.pending = drawn
+        return queries
+
     def _with_images(self, queries: list[Query]) -> list[Query]:
         """The batch's images in one gather (or from the look-ahead, step by step), split per step."""
-        steps = [self.lookahead.take(q.index) if self.lookahead else None for q in queries]
-        missing = [q.index for q, images in zip(queries, steps) if images is None]
+        sizes = [len(q.index) for q in queries]
+        if self.lookahead:
+            steps = [self.lookahead.take(q.index) for q in queries]
+            missing = [i for i, images in enumerate(steps) if images is None]
+        else:
+            steps, missing = [None] * len(queries), range(len(queries))
         if missing:
-            fetched = iter(self.query_set.fetch(np.concatenate(missing)).to(self.device, non_blocking=True)
-                           .split([len(m) for m in missing]))
-            steps = [next(fetched) if images is None else images for images in steps]
-        return [q._replace(images=images) for q, images in zip(queries, steps)]
+            fetched = self.query_set.fetch(np.concatenate([queries[i].index for i in missing]))
+            for i, images in zip(missing, fetched.to(self.device, non_blocking=True).split([sizes[i] for i in missing])):
+                steps[i] = images
+        return [Query(q.position, q.resolved, q.index, images, q.chosen) for q, images in zip(queries, steps)]
 
     def cancel_batch(self, queries: list[Query]) -> None:
         """Undo :meth:`prepare_batch` when the victim never answered: the images go back to their pools."""

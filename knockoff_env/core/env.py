@@ -13,7 +13,7 @@ from torch import nn
 from ..checks import is_integer
 from ..data.lookahead import build_lookahead
 from ..data.query_set import QuerySet, as_images_and_labels
-from ..devices import resolve_device
+from ..devices import resolve_device, seed_torch
 from ..models.compile import compile_model, compile_option
 from ..training.evaluation import Evaluation
 from ..training.online import OnlineKnockoff, build_model
@@ -301,7 +301,7 @@ class KnockoffEnv(EpisodeState, BatchedSteps, OfflinePhase, gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
-            torch.manual_seed(seed)
+            seed_torch(seed, self.device)
             if not isinstance(self._knockoff_source, nn.Module) and self.train_online:  # a fresh one under the seed
                 self.knockoff = self._online_knockoff(self.knockoff.lr, self.knockoff.momentum)
         self.knockoff.reset()

@@ -22,7 +22,7 @@ class EpisodeState:
                 "labels": self.query_set.label_ids.tolist(), "action_mode": self.action_mode,
                 "reward": self.reward_weights, "diversity_window": self.rewards.window,
                 "train_online": self.train_online, **self._monitoring_config(),
-                **({"pools": "lazy"} if self.query_set.lazy else {})}  # older runs: whole-pool shuffles
+                **({} if self.query_set.pools == "whole" else {"pools": self.query_set.pools})}  # see .shuffle
 
     def _monitoring_config(self) -> dict[str, Any]:
         """Defence and detector, only when present (so undefended runs keep their old configs)."""

@@ -21,7 +21,7 @@ from ..checks import is_integer
 from ..errors import ConfigError, WrongTypeError
 from .fetch import ImageFetcher
 from .picking import ImagePicking
-from .shuffle import settle
+from .shuffle import Uniforms, settle
 
 Hierarchy = Mapping[str, Sequence[int]]
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
@@ -111,7 +111,7 @@ class QuerySet(ImagePicking):
         self.cursor = self.pool_starts.copy()
         self.seeds = np.full(len(self.label_ids), -1, np.int64)  # each pool's shuffle seed; -1: not drawn yet
         self.settled = self.pool_starts.copy()  # each pool's order is final up to here
-        self.lazy = True  # False: a pool is shuffled whole when first drawn from (runs journaled before lazy pools)
+        self.uniforms = Uniforms()  # the pools' scheme (see .shuffle): older runs resume with theirs
         self.rng = np.random.default_rng()
 
     @staticmethod
@@ -191,6 +191,48 @@ class QuerySet(ImagePicking):
         self.cursor[position] = stop
         return self.order[start:stop]
 
+    def draw_steps(self, plan: Sequence[int], n: int, limit: int) -> list[np.ndarray]:
+        """The draws of many steps at once: for each label of ``plan`` in turn, what
+        ``draw(label, min(n, images of limit left))`` would take, the same images in the same
+        order, with one :meth:`draw` per label (pools get their seeds in order of first draw,
+        as step by step). A label with no images left at its turn is a ValueError and nothing
+        is drawn; the plan ends early once ``limit`` images are drawn."""
+        left, room = self.remaining().tolist(), int(limit)
+        takes: list[int] = []
+        totals: dict[int, int] = {}  # images per label, the labels in order of first draw
+        for step, position in enumerate(plan):
+            if room <= 0:
+                break
+            take = min(n, room, left[position])
+            if take <= 0:
+                raise ValueError(f"step {step} of the plan names label position {position}, which has no images "
+                                 "left by then; plan only labels with images left")
+            left[position] -= take
+            room -= take
+            takes.append(take)
+            totals[position] = totals.get(position, 0) + take
+        at = {}
+        for position, total in totals.items():  # one draw per label
+            at[position] = start = int(self.cursor[position])
+            if self.settled[position] < start + total:
+                self.upcoming(position, total)
+            self.cursor[position] = start + total
+        steps = []
+        for position, take in zip(plan, takes):
+            start = at[position]
+            steps.append(self.order[start:start + take])
+            at[position] = start + take
+        return steps
+
+    @property
+    def pools(self) -> str:
+        """How the pools are shuffled (a scheme of :mod:`.shuffle`); a durable run records it."""
+        return self.uniforms.scheme
+
+    @pools.setter
+    def pools(self, scheme: str) -> None:
+        self.uniforms = Uniforms(scheme)
+
     @property
     def shuffled(self) -> np.ndarray:
         """Which pools have their order fixed (drawn from since the last reset)."""
@@ -203,7 +245,7 @@ class QuerySet(ImagePicking):
         if self.settled[position] >= cursor + n:  # settled that far already (most draws)
             return self.order[cursor:cursor + n]
         start, end = self.pool_starts[position], self.pool_ends[position]
-        if self.seeds[position] < 0 and not self.lazy:
+        if self.seeds[position] < 0 and self.pools == "whole":
             self.rng.shuffle(self.order[cursor:end])
             self.seeds[position], self.settled[position] = 0, end
         elif self.seeds[position] < 0:
@@ -212,7 +254,7 @@ class QuerySet(ImagePicking):
         if self.settled[position] < stop:
             done = max(self.settled[position], cursor) - start
             self.settled[position] = start + settle(self.order[start:end], done, stop - start,
-                                                    int(self.seeds[position]))
+                                                    int(self.seeds[position]), self.uniforms)
         return self.order[cursor:stop]
 
     def peek(self, plan: Sequence[int], n: int, limit: int | None = None) -> list[np.ndarray]:
@@ -240,7 +282,7 @@ class QuerySet(ImagePicking):
                     copies[position] = self._predicted(position, rng)
                 pool, seed, done = copies[position]
                 if done < stop - first:
-                    copies[position][2] = settle(pool, done, stop - first, seed)
+                    copies[position][2] = settle(pool, done, stop - first, seed, self.uniforms)
                 batches.append(pool[start - first:stop - first])
             cursor[position], left = stop, left - (stop - start)
         return batches
@@ -250,7 +292,7 @@ class QuerySet(ImagePicking):
         [its images from the pool's start, its seed, how far the copy is settled]."""
         first, cursor, end = (int(a[position]) for a in (self.pool_starts, self.cursor, self.pool_ends))
         pool = self.order[first:end].copy()
-        if not self.lazy:
+        if self.pools == "whole":
             rng.shuffle(pool[cursor - first:])
             return [pool, 0, end - first]
         return [pool, int(rng.integers(INT64_MAX)), cursor - first]

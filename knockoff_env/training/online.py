@@ -49,9 +49,14 @@ class OnlineKnockoff:
         self.agreed, self.scored = torch.zeros((), dtype=torch.int64, device=device), 0
 
     def reset(self) -> None:
-        """Back to the initial weights with a fresh optimiser."""
-        self.model.load_state_dict(self.initial_state)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum)
+        """Back to the initial weights with a fresh optimiser (its momentum dropped). The tensors
+        are overwritten in place: a third of ``load_state_dict``'s time, paid every episode."""
+        with torch.no_grad():
+            for name, tensor in self.model.state_dict(keep_vars=True).items():
+                tensor.copy_(self.initial_state[name])
+        self.optimizer.state.clear()
+        for group in self.optimizer.param_groups:
+            group.update(lr=self.lr, momentum=self.momentum)
         self.agreed.zero_()
         self.scored = 0
 

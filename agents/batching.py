@@ -77,7 +77,7 @@ def play_batch(episode, interrupt, bar) -> None:
     ahead = None if ep.log else acting_ahead(agent)
     if ahead is not None:
         queries = core.prepare_ahead(ahead, ep.batch, ep.stop_at())
-        actions = [action_for(core, q.position) for q in queries] if learns(agent) else [None] * len(queries)
+        actions = [action_for(core, q.position) for q in queries] if learns(agent) else None
     else:
         actions = []
         queries = core.prepare_batch(acting(ep, interrupt, actions), ep.batch, ep.stop_at())
@@ -85,14 +85,14 @@ def play_batch(episode, interrupt, bar) -> None:
     with interrupt.step():
         obs, rewards, terminated, truncated, infos = core.answer_batch(queries)  # a durable run journals
     ep.victim_calls += 1
-    for action, reward, info in zip(actions, rewards, infos):
-        agent.update(action, float(reward), info)
+    for action, reward, info in zip(actions, rewards, infos) if actions is not None else ():
+        agent.update(action, float(reward), info)  # (None: drawn ahead for an agent that learns nothing)
         if ep.log:
             ep.log.rewards(info["queries"], float(reward), info["rewards"])
     since, ep.step = ep.step, ep.step + len(infos)
     if ep.durable:
         ep.durable.checkpoint(ep.step, since)
-    bar.update(sum(info["queries_this_step"] for info in infos))
+    bar.update(infos[-1]["queries"] - ep.info["queries"])
     ep.obs, ep.info = obs, infos[-1]
     ep.after(terminated or truncated, bar)
 

@@ -159,10 +159,11 @@ class DurableRun:
         requests = getattr(self.core.victim, "last_requests", None)
         self.journal.append(query.index, answers.detach().cpu().numpy(), requests[0] if requests else None)
 
-    def _journal_batch(self, queries: list, answers: list[torch.Tensor]) -> None:
-        """The steps of one victim call as one batch; each names the request of its first image."""
+    def _journal_batch(self, queries: list, answers: torch.Tensor) -> None:
+        """The steps of one victim call as one batch (their answers in query order); each names
+        the request of its first image."""
         requests = getattr(self.core.victim, "last_requests", None) or []
-        host = torch.cat(answers).detach().cpu().numpy()
+        host = answers.detach().cpu().numpy()
         steps, offset = [], 0
         for query in queries:
             n = len(query.index)

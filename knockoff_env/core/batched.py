@@ -37,9 +37,9 @@ from .rewards import COMPONENTS
 class BatchedSteps:
     """:meth:`step_batch` and its halves for :class:`~knockoff_env.KnockoffEnv`."""
 
-    # called with (queries, answers per step) once a batch's kept answers are known, before anything
-    # learns from them; without it, on_answers is called step by step
-    on_answers_batch: Callable[[list[Query], list[torch.Tensor]], None] | None = None
+    # called with (queries, their answers in query order) once a batch's kept answers are known, before
+    # anything learns from them; without it, on_answers is called step by step
+    on_answers_batch: Callable[[list[Query], torch.Tensor], None] | None = None
     pending = 0  # images drawn by prepare_batch and not yet answered (they count against the budget)
 
     def step_batch(self, act: Callable[[], Any], max_images: int | None = None, stop_at: int | None = None):
@@ -68,10 +68,12 @@ class BatchedSteps:
                 drawn += len(queries[-1].index)
             if not queries:
                 raise ValueError("act() gave no action: a batch needs at least one step")
-            return self._fetched(queries, drawn)
+            images = self._images([q.index for q in queries])
         except BaseException:
             self.cancel_batch(queries)
             raise
+        self.pending = drawn
+        return [q._replace(images=step_images) for q, step_images in zip(queries, images)]
 
     def prepare_ahead(self, act_ahead: Callable[[int], Sequence[int]], max_images: int | None = None,
                       stop_at: int | None = None) -> list[Query]:
@@ -88,12 +90,13 @@ class BatchedSteps:
         if not plan or left <= 0:
             raise ValueError("act_ahead() named no label (or nothing is left to query): a batch needs a step")
         indices = self.query_set.draw_steps(plan, per_step, left)
-        queries = [Query(p, False, index, None) for p, index in zip(plan, indices)]
         try:
-            return self._fetched(queries, sum(len(index) for index in indices))
+            images = self._images(indices)
         except BaseException:
-            self.cancel_batch(queries)
+            self.cancel_batch([Query(p, False, index, None) for p, index in zip(plan, indices)])
             raise
+        self.pending = sum(len(index) for index in indices)
+        return [Query(p, False, index, step_images) for p, index, step_images in zip(plan, indices, images)]
 
     def _batch_room(self, max_images: int | None) -> tuple[int, int]:
         """(images per victim call, images the budget and the pools have left) for a new batch."""
@@ -104,25 +107,16 @@ class BatchedSteps:
             raise ValueError(f"max_images={max_images!r} must be a positive number of images")
         return cap, min(self.budget - self.spent, int(self.query_set.remaining().sum()))
 
-    def _fetched(self, queries: list[Query], drawn: int) -> list[Query]:
-        """The drawn steps with their images; ``drawn`` images now count against the budget."""
-        queries = self._with_images(queries)
-        self.pending = drawn
-        return queries
-
-    def _with_images(self, queries: list[Query]) -> list[Query]:
-        """The batch's images in one gather (or from the look-ahead, step by step), split per step."""
-        sizes = [len(q.index) for q in queries]
-        if self.lookahead:
-            steps = [self.lookahead.take(q.index) for q in queries]
-            missing = [i for i, images in enumerate(steps) if images is None]
-        else:
-            steps, missing = [None] * len(queries), range(len(queries))
+    def _images(self, indices: list[np.ndarray]) -> list[torch.Tensor]:
+        """Each step's images: from the look-ahead, else all in one gather, split per step."""
+        steps = [self.lookahead.take(index) for index in indices] if self.lookahead else [None] * len(indices)
+        missing = [i for i, images in enumerate(steps) if images is None]
         if missing:
-            fetched = self.query_set.fetch(np.concatenate([queries[i].index for i in missing]))
-            for i, images in zip(missing, fetched.to(self.device, non_blocking=True).split([sizes[i] for i in missing])):
+            fetched = self.query_set.fetch(np.concatenate([indices[i] for i in missing]))
+            parts = fetched.to(self.device, non_blocking=True).split([len(indices[i]) for i in missing])
+            for i, images in zip(missing, parts):
                 steps[i] = images
-        return [Query(q.position, q.resolved, q.index, images, q.chosen) for q, images in zip(queries, steps)]
+        return steps
 
     def cancel_batch(self, queries: list[Query]) -> None:
         """Undo :meth:`prepare_batch` when the victim never answered: the images go back to their pools."""
@@ -141,50 +135,52 @@ class BatchedSteps:
         except BaseException:
             self.cancel_batch(queries)
             raise
-        answers = list(answers.split([len(q.index) for q in queries]))
         if len(queries) == 1:  # exactly a step(): handed on, then watched and learned
             self._hand_on(queries, answers)
             return self.learn_batch(queries, answers, eager_check)
-        kept, alarm = self._watch_batch(queries, answers)
-        self._hand_on(queries[:kept], answers[:kept])
-        return self._learn_batch(queries[:kept], answers[:kept], eager_check, alarm)
+        kept, alarm, answers = self._watch_batch(queries, answers)
+        self._hand_on(queries[:kept], answers)
+        return self._learn_batch(queries[:kept], answers, eager_check, alarm)
 
-    def _hand_on(self, queries: list[Query], answers: list[torch.Tensor]) -> None:
+    def _hand_on(self, queries: list[Query], answers: torch.Tensor) -> None:
         """The paid answers to ``on_answers_batch`` (else ``on_answers``, step by step)."""
         try:
             if self.on_answers_batch is not None:
                 self.on_answers_batch(queries, answers)
             elif self.on_answers is not None:
-                for query, step_answers in zip(queries, answers):
+                for query, step_answers in zip(queries, answers.split([len(q.index) for q in queries])):
                     self.on_answers(query, step_answers)
         except BaseException:
             self.cancel_batch(queries)
             raise
 
-    def learn_batch(self, queries: list[Query], answers: list[torch.Tensor], checked: bool = False):
-        """Everything after the victim for a batch (a durable run replays journaled batches here)."""
+    def learn_batch(self, queries: list[Query], answers: torch.Tensor | list[torch.Tensor], checked: bool = False):
+        """Everything after the victim for a batch (a durable run replays journaled batches here):
+        ``answers`` the steps' answers in query order, as one tensor or one per step."""
+        answers = torch.cat(answers) if isinstance(answers, (list, tuple)) else answers
         if len(queries) == 1:
-            obs, reward, terminated, truncated, info = self.learn(queries[0], answers[0], checked)
+            obs, reward, terminated, truncated, info = self.learn(queries[0], answers, checked)
             return obs, np.array([reward]), terminated, truncated, [info]
-        kept, alarm = self._watch_batch(queries, answers)
-        return self._learn_batch(queries[:kept], answers[:kept], checked, alarm)
+        kept, alarm, answers = self._watch_batch(queries, answers)
+        return self._learn_batch(queries[:kept], answers, checked, alarm)
 
-    def _watch_batch(self, queries: list[Query], answers: list[torch.Tensor]) -> tuple[int, int | None]:
+    def _watch_batch(self, queries: list[Query], answers: torch.Tensor) -> tuple[int, int | None, torch.Tensor]:
         """The detector over the batch, in query order: how many steps are kept (through the
-        alarm's, whole) and the alarm's index in the kept images. Steps after it go back."""
+        alarm's, whole), the alarm's index in the kept images and the kept steps' answers. The
+        steps after the alarm's go back."""
         if self.detector is None:
-            return len(queries), None
-        alarm = self.detector.observe(torch.cat([q.images for q in queries]), torch.cat(answers))
+            return len(queries), None, answers
+        alarm = self.detector.observe(torch.cat([q.images for q in queries]), answers)
         if alarm is None or self.on_detection != "terminate":
-            return len(queries), alarm
+            return len(queries), alarm, answers
         ends = np.cumsum([len(q.index) for q in queries])
         kept = int(np.searchsorted(ends, alarm, side="right")) + 1
         for query in reversed(queries[kept:]):
             self.victim.queries -= len(query.index)  # refused after the alarm: not charged
             self.cancel(query)
-        return kept, alarm
+        return kept, alarm, answers[:ends[kept - 1]]
 
-    def _learn_batch(self, queries: list[Query], answers: list[torch.Tensor], checked: bool, alarm: int | None):
+    def _learn_batch(self, queries: list[Query], y: torch.Tensor, checked: bool, alarm: int | None):
         """The steps' knockoff updates, rewards, transfer set and counters; the step tuples."""
         sizes = [len(q.index) for q in queries]
         alarm_step = None if alarm is None else int(np.searchsorted(np.cumsum(sizes), alarm, side="right"))
@@ -192,9 +188,9 @@ class BatchedSteps:
             cut = alarm + 1 - (sum(sizes) - sizes[-1])
             if cut < sizes[-1]:
                 self.victim.queries -= sizes[-1] - cut
-                queries[-1], answers[-1], sizes[-1] = self._shorten(queries[-1], cut), answers[-1][:cut], cut
-        y = torch.cat(answers)
-        losses = torch.stack([self.knockoff.step(q.images, a).mean() for q, a in zip(queries, answers)]) \
+                y = y[:len(y) - (sizes[-1] - cut)]
+                queries[-1], sizes[-1] = self._shorten(queries[-1], cut), cut
+        losses = torch.stack([self.knockoff.step(q.images, a).mean() for q, a in zip(queries, y.split(sizes))]) \
             if self.train_online else None
         outputs = y.cpu().numpy()  # the batch's one device→host copy (with the losses')
         if not checked and not np.isfinite(outputs).all():

@@ -119,23 +119,26 @@ class RewardFunction:
         another order, so equal to float rounding); the window is left as step-by-step pushes
         leave it."""
         n, w, k = len(y), self.window, y.shape[1]
-        slots = (self.head - self.filled + np.arange(self.filled)) % w
-        history = np.concatenate([self.buffer[torch.from_numpy(slots)].cpu().numpy(), y]) if self.filled else y
+        sizes = np.asarray(sizes)
+        window = self.buffer.cpu().numpy()  # a view on the CPU
+        history = np.concatenate([window[(self.head - self.filled + np.arange(self.filled)) % w], y]) \
+            if self.filled else y
         sums = np.zeros((len(history) + 1, k))
         np.cumsum(history, 0, dtype=np.float64, out=sums[1:])
-        ends = np.cumsum(sizes) + self.filled
+        ends = sizes.cumsum() + self.filled
         starts = np.maximum(ends - w, 0)
         means = ((sums[ends] - sums[starts]) / (ends - starts)[:, None]).astype(y.dtype)  # ȳ of each step
-        first = ends - self.filled - np.asarray(sizes)
         top2 = np.partition(y, k - 2, axis=1)[:, k - 2:]
-        per_image = np.stack([top2[:, 1] - top2[:, 0],
-                              np.maximum(y - np.repeat(means, sizes, axis=0), 0).sum(1)], 1)
+        per_image = np.empty((n, 2))
+        per_image[:, 0] = top2[:, 1] - top2[:, 0]
+        per_image[:, 1] = np.maximum(y - means.repeat(sizes, axis=0), 0).sum(1)
         raw = np.empty((len(sizes), 3))
-        raw[:, :2] = np.add.reduceat(per_image, first, axis=0) / np.asarray(sizes)[:, None]
+        raw[:, :2] = np.add.reduceat(per_image, ends - self.filled - sizes, axis=0) / sizes[:, None]
         raw[:, 2] = np.nan if losses is None else losses
         last = min(n, w)  # row r of y goes to slot (head + r) % Δ
-        self.buffer[torch.from_numpy((self.head + n - last + np.arange(last)) % w)] = \
-            torch.from_numpy(y[n - last:]).to(self.buffer.device)
+        window[(self.head + n - last + np.arange(last)) % w] = y[n - last:]
+        if self.buffer.device.type != "cpu":  # the window lives on a GPU: the host copy goes back
+            self.buffer.copy_(torch.from_numpy(window))
         self.head, self.filled = (self.head + n) % w, min(self.filled + n, w)
         return raw, means[-1]
 

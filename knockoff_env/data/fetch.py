@@ -35,7 +35,7 @@ class ImageFetcher:
 
     def __call__(self, index: np.ndarray) -> torch.Tensor:
         if isinstance(self.images, torch.Tensor):
-            batch = self.images[torch.from_numpy(np.asarray(index, np.int64))]
+            batch = self.images.index_select(0, torch.from_numpy(np.asarray(index, np.int64)))  # [] costs 3×
         elif hasattr(self.images, "load_batch"):  # decodes a whole batch at once (maybe on the GPU)
             batch = self.images.load_batch(np.asarray(index, np.int64))
             return batch.pin_memory() if self.pin_memory and batch.device.type == "cpu" else batch

@@ -13,6 +13,9 @@ adaptive agents' needs):
   ``batch_size`` images (a served victim's ``max_batch``: one request) and records them as
   the steps they stand for (:meth:`~knockoff_env.KnockoffEnv.step_batch`): the same draws, the
   same budget, the same journal (one atomic batch per call) and detectors fed in query order.
+  An agent with ``act_ahead(steps)`` (the labels of its next steps, chosen as its ``act``
+  would) has a batch's labels named at once and drawn in one pass
+  (:meth:`~knockoff_env.KnockoffEnv.prepare_ahead`).
 """
 from __future__ import annotations
 
@@ -69,13 +72,14 @@ def acting_ahead(agent):
 
 def play_batch(episode, interrupt, bar) -> None:
     """One batch of the runner's episode: the steps are drawn (the labels of all of them from
-    the agent's ``act_ahead`` when it has one and no policy is logged, else the agent acts for
-    each step and a first Ctrl-C ends the batch at the step in flight), the env queries them in
-    one call and learns them; then logs, checkpoint, a due evaluation, as after single steps."""
+    the agent's ``act_ahead`` when it has one, else the agent acts for each step and a first
+    Ctrl-C ends the batch at the step in flight), the env queries them in one call and learns
+    them; then logs, checkpoint, a due evaluation, as after single steps."""
     ep, core, agent = episode, episode.core, episode.agent
     hint_from(core, agent, ep.step)
-    ahead = None if ep.log else acting_ahead(agent)
+    ahead = acting_ahead(agent)
     if ahead is not None:
+        policy_at_batch_start(ep)
         queries = core.prepare_ahead(ahead, ep.batch, ep.stop_at())
         actions = [action_for(core, q.position) for q in queries] if learns(agent) else None
     else:
@@ -85,9 +89,11 @@ def play_batch(episode, interrupt, bar) -> None:
     with interrupt.step():
         obs, rewards, terminated, truncated, infos = core.answer_batch(queries)  # a durable run journals
     ep.victim_calls += 1
-    for action, reward, info in zip(actions, rewards, infos) if actions is not None else ():
-        agent.update(action, float(reward), info)  # (None: drawn ahead for an agent that learns nothing)
-        if ep.log:
+    if actions is not None:  # (None: drawn ahead for an agent that learns nothing)
+        for action, reward, info in zip(actions, rewards, infos):
+            agent.update(action, float(reward), info)
+    if ep.log:
+        for reward, info in zip(rewards, infos):
             ep.log.rewards(info["queries"], float(reward), info["rewards"])
     since, ep.step = ep.step, ep.step + len(infos)
     if ep.durable:
@@ -95,6 +101,14 @@ def play_batch(episode, interrupt, bar) -> None:
     bar.update(infos[-1]["queries"] - ep.info["queries"])
     ep.obs, ep.info = obs, infos[-1]
     ep.after(terminated or truncated, bar)
+
+
+def policy_at_batch_start(ep) -> None:
+    """A policy snapshot for a batch drawn ahead: the pools between its steps are never seen, so
+    a snapshot that falls due is taken at the start of the next batch (at most one per batch)."""
+    if ep.log and ep.step >= ep.next_policy and hasattr(ep.agent, "coarse_probabilities"):
+        ep.log.policy(ep.info["queries"], ep.agent.coarse_probabilities(ep.core.query_set.remaining() > 0))
+        ep.next_policy = (ep.step // ep.policy_every + 1) * ep.policy_every
 
 
 def learns(agent) -> bool:

@@ -149,6 +149,7 @@ class Episode:
         self.log = AttackLog(logdir, core.query_set.coarse_names, title=type(agent).__name__,
                              reward_every=max(1, total_steps // REWARD_POINTS)) if logdir else None
         self.policy_every = max(1, total_steps // POLICY_POINTS)
+        self.next_policy = 0  # the step of the next policy snapshot of a batch drawn ahead
         self.curve = durable.past_curve(self.info["queries"]) if durable else []
         self.agreement_curve: list = []
         self.has_eval = core.eval_set is not None

@@ -143,7 +143,8 @@ def test_a_knockoff_reset_after_training_is_the_fresh_knockoff():
     torch.manual_seed(0)
     model = LinearNet()
     fresh = copy.deepcopy(model)
-    knockoff, twin = OnlineKnockoff(model, torch.device("cpu"), 0.1, 0.5), OnlineKnockoff(fresh, torch.device("cpu"), 0.1, 0.5)
+    cpu = torch.device("cpu")
+    knockoff, twin = OnlineKnockoff(model, cpu, 0.1, 0.5), OnlineKnockoff(fresh, cpu, 0.1, 0.5)
     x, y = torch.randn(8, 6), torch.softmax(torch.randn(8, 3), 1)
     for _ in range(3):
         knockoff.step(x, y)

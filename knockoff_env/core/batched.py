@@ -5,7 +5,8 @@ Such a strategy's next actions are known before any answer comes back, so the en
 the images of many steps (:meth:`~BatchedSteps.prepare_batch` acting step by step, or
 :meth:`~BatchedSteps.prepare_ahead` given the labels of all of them at once), send them to
 the victim in one call (split by the :class:`~knockoff_env.victim.BlackBox` into batches of
-its ``batch_size``, a served victim's ``max_batch``) and then learn the steps in order. Each step keeps what makes it a step:
+its ``batch_size``, a served victim's ``max_batch``) and then learn the steps in order. Each
+step keeps what makes it a step:
 
 * the draws are the ones :meth:`~KnockoffEnv.step` would make, action after action, so the
   transfer set is the same as step by step (the answers equal to the victim's float rounding

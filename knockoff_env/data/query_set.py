@@ -194,8 +194,8 @@ class QuerySet(ImagePicking):
     def draw_steps(self, plan: Sequence[int], n: int, limit: int) -> list[np.ndarray]:
         """The draws of many steps at once: for each label of ``plan`` in turn, what
         ``draw(label, min(n, images of limit left))`` would take, the same images in the same
-        order, with one :meth:`draw` per label (pools get their seeds in order of first draw,
-        as step by step). A label with no images left at its turn is a ValueError and nothing
+        order, with one draw per label (pools get their seeds in order of first draw, as step
+        by step). A label with no images left at its turn is a ValueError and nothing
         is drawn; the plan ends early once ``limit`` images are drawn."""
         left, room = self.remaining().tolist(), int(limit)
         takes: list[int] = []

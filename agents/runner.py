@@ -105,6 +105,16 @@ FINAL = ("knockoff_accuracy", "times_victim", "agreement", "seen_classes", "unse
 VICTIM = ("victim_accuracy", "victim_accuracy_defended", "defence_l1")  # from the final evaluation, if no online one
 NO_EVAL = {"knockoff_accuracy": None, "victim_accuracy": None, "times_victim": None, "agreement": None,
            "not_measured": {}}
+UNTRAINED = ("no knockoff was trained: this agent trains none online and no offline phase ran "
+             "(retrain_epochs=None trains the recipe's; on the command line, leave out --retrain-epochs 0)")
+
+
+def untrained(report: dict) -> dict:
+    """An evaluation of a knockoff that never learned: its figures would be an untrained network's,
+    numbers that look like results, so they are not measured (the victim's figures stay)."""
+    figures = ("knockoff_accuracy", "times_victim", "agreement", "seen_class_accuracy", "unseen_class_accuracy")
+    return {**report, **dict.fromkeys(figures), "per_class_accuracy": None,
+            "not_measured": {**report["not_measured"], **dict.fromkeys(figures[:3], UNTRAINED)}}
 
 
 def _check_options(seed, eval_every, checkpoint_every, resume, logdir, retrain_epochs) -> None:
@@ -236,6 +246,8 @@ class Episode:
         # an online knockoff that never learned is not evaluated when a retrained one will be
         evaluated = self.has_eval and (core.train_online or not retraining)
         online = core.evaluate() if evaluated else NO_EVAL
+        if evaluated and not core.train_online:  # nothing trained a knockoff: keep the victim's figures only
+            online = untrained(online)
         result = {"agent": type(self.agent).__name__, "seed": self.seed, "queries": queries, "steps": self.step,
                   "victim_calls": self.victim_calls,
                   "victim_queries": core.victim.queries, "interrupted": self.interrupted,
@@ -246,7 +258,8 @@ class Episode:
                   "defence_l1": online.get("defence_l1"),
                   "detector": core.detector.spec() if core.detector is not None else None,
                   "detected_at": core.detected_at,
-                  "accuracy_curve": self.curve + ([(queries, online["knockoff_accuracy"])] if evaluated else []),
+                  "accuracy_curve": self.curve + ([(queries, online["knockoff_accuracy"])]
+                                                  if online["knockoff_accuracy"] is not None else []),
                   "agreement_curve": self.agreement_curve, "recipe": core.recipe.name}
         result.update(online_judgement(core, self.agreement_curve, retraining))
         return result, online

@@ -2,8 +2,9 @@
 fit near chance said loudly."""
 from __future__ import annotations
 
-LABELS = {"victim_accuracy": "victim accuracy", "times_victim": "×victim", "agreement": "agreement",
-          "victim_accuracy_defended": "victim accuracy under the defence", "defence_l1": "the defence's L1"}
+LABELS = {"victim_accuracy": "victim accuracy", "knockoff_accuracy": "knockoff accuracy", "times_victim": "×victim",
+          "agreement": "agreement", "victim_accuracy_defended": "victim accuracy under the defence",
+          "defence_l1": "the defence's L1"}
 
 
 def format_summary(result: dict) -> str:

@@ -50,26 +50,16 @@ class Counts:
             i += i & -i
 
     def draws(self, uniforms: list[float], per_draw: int, left: int) -> list[int]:
-        """A label for each uniform in turn (as :meth:`find`), each taking up to ``per_draw`` of its
-        weight (as :meth:`take`), at most ``left`` in all; stops early once ``left`` or every weight
-        is spent. Both walks are written out here: they run hundreds of times per batch."""
-        labels, tree, weights, n, top = [], self.tree, self.weights, len(self.weights), self.top
+        """A label for each uniform in turn (:meth:`find`), each taking up to ``per_draw`` of its
+        weight (:meth:`take`), at most ``left`` in all; stops early once ``left`` or every weight
+        is spent."""
+        labels = []
         for u in uniforms:
             if left <= 0 or self.total <= 0:
                 break
-            x, at, below, step = u * self.total, 0, 0, top
-            while step:
-                nxt = at + step
-                if nxt <= n and below + tree[nxt] <= x:
-                    at, below = nxt, below + tree[nxt]
-                step >>= 1
-            taken = min(per_draw, left, weights[at])
-            weights[at] -= taken
-            self.total -= taken
+            label = self.find(u)
+            taken = min(per_draw, left, self.weights[label])
+            self.take(label, taken)
             left -= taken
-            labels.append(at)
-            i = at + 1
-            while i <= n:
-                tree[i] -= taken
-                i += i & -i
+            labels.append(label)
         return labels

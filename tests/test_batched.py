@@ -114,6 +114,21 @@ def test_random_trains_no_online_knockoff_unless_asked(make_env, tmp_path):
         run_attack(env, GradientBandit(env), seed=0, progress=False, batch=8)
 
 
+def test_a_knockoff_nothing_trained_is_not_reported_as_measured(make_env):
+    """Random without retraining: no knockoff learned anything, so an untrained network's accuracy
+    (chance-level numbers that look like a result) is not reported; the victim's figures are."""
+    from agents.summary import format_summary
+    env = make_env()
+    result = run_attack(env, RandomAgent(env), seed=0, progress=False, retrain_epochs=0)
+    assert result["knockoff_accuracy"] is None and result["agreement"] is None and result["accuracy_curve"] == []
+    assert result["victim_accuracy"] is not None
+    assert "no knockoff was trained" in result["not_measured"]["knockoff_accuracy"]
+    assert "not measured      knockoff accuracy" in format_summary(result)
+    env = make_env()
+    result = run_attack(env, RandomAgent(env), seed=0, progress=False, retrain_epochs=0, train_online=True)
+    assert result["knockoff_accuracy"] is not None and "knockoff_accuracy" not in result["not_measured"]
+
+
 def test_a_run_started_with_an_online_knockoff_resumes_with_it(make_env, tmp_path):
     env = make_env(budget=24)
     agent = SigintAt(RandomAgent(env), at=2)

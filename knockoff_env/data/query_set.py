@@ -213,10 +213,8 @@ class QuerySet(ImagePicking):
             totals[position] = totals.get(position, 0) + take
         at = {}
         for position, total in totals.items():  # one draw per label
-            at[position] = start = int(self.cursor[position])
-            if self.settled[position] < start + total:
-                self.upcoming(position, total)
-            self.cursor[position] = start + total
+            at[position] = int(self.cursor[position])
+            self.draw(position, total)
         steps = []
         for position, take in zip(plan, takes):
             start = at[position]

@@ -4,7 +4,8 @@ Same victim (the digits world's), same query set (its 40-label closed world), sa
 same knockoff architecture (``DigitsNet``) and the same offline phase: SGD lr 0.01,
 momentum 0.5, batches of 64, ``--epochs`` epochs over the transfer set. Reported per
 strategy: knockoff top-1 accuracy on the held-out digits, total wall-clock, and the query
-phase alone (total minus the final offline training, timed separately for both).
+phase alone (total minus the final offline training, timed separately for both). Beside the
+random query phases, the floor under them: the victim's forward passes alone on as many images.
 
 ART is an optional dependency: ``pip install 'knockoff-env[bench]'`` (or
 ``pip install adversarial-robustness-toolbox``).
@@ -110,6 +111,19 @@ def run_ours(strategy: str, budget: int, epochs: int, seed: int, tile: int, batc
 
 OUR_BATCH = inspect.signature(BlackBox.__init__).parameters["batch_size"].default  # images per victim call
 SAME_BATCH = f"ART, batch_size_query={OUR_BATCH}"
+
+
+def victim_alone(budget: int, seed: int, per_call: int) -> float:
+    """The floor under both random query phases: the victim's forward passes (softmax included)
+    on ``budget`` query images, ``per_call`` at a time, and nothing else (seconds)."""
+    images = digits_query_set()[0]
+    chosen = images[torch.from_numpy(np.random.default_rng(seed).choice(len(images), budget, replace=False))]
+    victim = load_digits_victim()[0].eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, budget, per_call):
+            torch.softmax(victim(chosen[i:i + per_call]), 1)
+    return time.perf_counter() - start
 RUNS = {("random", "ART"): lambda *a: run_art("random", *a),
         ("random", SAME_BATCH): lambda *a: run_art("random", *a, query_batch=OUR_BATCH),
         ("random", "ours"): lambda *a: run_ours("random", *a),
@@ -118,29 +132,33 @@ RUNS = {("random", "ART"): lambda *a: run_art("random", *a),
         ("adaptive", "ours"): lambda *a: run_ours("adaptive", *a)}
 
 
-def measure(tile: int, budget: int, epochs: int, seeds: list[int], repeats: int) -> dict:
+def measure(tile: int, budget: int, epochs: int, seeds: list[int], repeats: int) -> tuple[dict, dict]:
     """Every attack of :data:`RUNS` on one query-set size, seed by seed, interleaved (so that a
     change in the machine's load falls on all of them alike): means and spreads over seeds. The
     random attacks' query phases (a fraction of a second, easily disturbed by other jobs) are also
     timed in ``repeats`` more interleaved rounds with one offline epoch, and reported as the median
-    of all their runs."""
+    of all their runs, beside the median of :func:`victim_alone` (per call: seconds) in each round."""
     runs: dict = {key: [] for key in RUNS}
+    floors: dict = {ART_QUERY_BATCH: [], OUR_BATCH: []}
     for seed in seeds:
         for key, run in RUNS.items():
             runs[key].append(run(budget, epochs, seed, tile))
     out = {key: {k: (float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))) for k in rs[0]}
            for key, rs in runs.items()}
     query = {key: [r["query_seconds"] for r in rs] for key, rs in runs.items()}
-    for i in range(repeats):
+    for i in range(len(seeds) + repeats):
+        seed = seeds[i % len(seeds)]
         for key, run in RUNS.items():
-            if key[0] == "random":
-                query[key].append(run(budget, 1, seeds[i % len(seeds)], tile)["query_seconds"])
+            if key[0] == "random" and i >= len(seeds):
+                query[key].append(run(budget, 1, seed, tile)["query_seconds"])
+        for per_call, times in floors.items():
+            times.append(victim_alone(budget, seed, per_call))
     for key, times in query.items():
         out[key]["query_seconds"] = (float(np.median(times)), float(len(times)))
-    return out
+    return out, {per_call: float(np.median(times)) for per_call, times in floors.items()}
 
 
-def rows_and_note(m: dict, images: int) -> tuple[list[list[str]], str]:
+def rows_and_note(m: dict, floors: dict, images: int) -> tuple[list[list[str]], str]:
     """The table rows of one query-set size (speed-ups against ART as configured) and its note."""
     rows = []
     for (strategy, name), r in m.items():
@@ -156,8 +174,12 @@ def rows_and_note(m: dict, images: int) -> tuple[list[list[str]], str]:
     art, same, steps = q["random", "ART"], q["random", SAME_BATCH], q["random", "ours, 4-image steps"]
     note = (f"{images:,} images: our random query phase {random * 1e3:.1f} ms against ART's {art * 1e3:.1f} ms "
             f"({art / random:.2f}×) and {same * 1e3:.1f} ms with ART's victim batches as large as ours "
-            f"({same / random:.2f}×); 4-image steps {steps * 1e3:.1f} ms; our adaptive query phase "
-            f"{adaptive * 1e3:.1f} ms ({adaptive / random:.1f}× random's), ART's {q['adaptive', 'ART'] * 1e3:.1f} ms.")
+            f"({same / random:.2f}×); the victim's forward passes alone take {floors[OUR_BATCH] * 1e3:.1f} ms "
+            f"at {OUR_BATCH} images per call and {floors[ART_QUERY_BATCH] * 1e3:.1f} ms at {ART_QUERY_BATCH}, so "
+            f"the rest costs us {(random - floors[OUR_BATCH]) * 1e3:.1f} ms and ART "
+            f"{(art - floors[ART_QUERY_BATCH]) * 1e3:.1f} ms; 4-image steps {steps * 1e3:.1f} ms; "
+            f"our adaptive query phase {adaptive * 1e3:.1f} ms ({adaptive / random:.1f}× random's), "
+            f"ART's {q['adaptive', 'ART'] * 1e3:.1f} ms.")
     return rows, note
 
 
@@ -178,7 +200,7 @@ def main() -> None:
     rows, notes, loads = [], [], [os.getloadavg()[0]]
     size = len(digits_query_set()[1])
     for tile in args.tiles:
-        more, note = rows_and_note(measure(tile, args.budget, args.epochs, args.seeds, args.repeats), size * tile)
+        more, note = rows_and_note(*measure(tile, args.budget, args.epochs, args.seeds, args.repeats), size * tile)
         rows += more
         notes.append(note)
         loads.append(os.getloadavg()[0])

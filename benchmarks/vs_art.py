@@ -124,6 +124,8 @@ def victim_alone(budget: int, seed: int, per_call: int) -> float:
         for i in range(0, budget, per_call):
             torch.softmax(victim(chosen[i:i + per_call]), 1)
     return time.perf_counter() - start
+
+
 RUNS = {("random", "ART"): lambda *a: run_art("random", *a),
         ("random", SAME_BATCH): lambda *a: run_art("random", *a, query_batch=OUR_BATCH),
         ("random", "ours"): lambda *a: run_ours("random", *a),
@@ -137,7 +139,8 @@ def measure(tile: int, budget: int, epochs: int, seeds: list[int], repeats: int)
     change in the machine's load falls on all of them alike): means and spreads over seeds. The
     random attacks' query phases (a fraction of a second, easily disturbed by other jobs) are also
     timed in ``repeats`` more interleaved rounds with one offline epoch, and reported as the median
-    of all their runs, beside the median of :func:`victim_alone` (per call: seconds) in each round."""
+    of all their runs. Each round also times :func:`victim_alone` at ART's and at our images per
+    call; returns the medians of those too ({images per call: seconds})."""
     runs: dict = {key: [] for key in RUNS}
     floors: dict = {ART_QUERY_BATCH: [], OUR_BATCH: []}
     for seed in seeds:
